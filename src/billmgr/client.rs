@@ -1,0 +1,444 @@
+//! The BILLmanager HTTP client: every operation of the API, for either generation, through the
+//! dialect seam.
+//!
+//! Owns: POST form bodies (`out=xml`, `lang=en`, credentials in the body only), the two auth
+//! modes, timeouts, no redirects, a body-size cap, retries for reads only, and a fuse that stops
+//! all calls after a login refusal (lockouts exist). Must not log bodies or parameters, put a
+//! credential in a URL, or retry a paid or mutating call.
+
+use super::dialect::{Call, Dialect};
+use super::error::{ApiError, Error, ErrorKind, describe_transport};
+use super::xml::{self, Document, Fields};
+use crate::config::{AuthMode, BillmgrSettings};
+use crate::domain::{License, RowError};
+use chrono::NaiveDate;
+use secrecy::{ExposeSecret, SecretString};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// The licenses of one list call, plus the rows that looked like licenses but did not parse.
+#[derive(Clone, Debug, Default)]
+pub struct Listing {
+    pub licenses: Vec<License>,
+    pub bad_rows: Vec<RowError>,
+}
+
+/// The answer to an IP availability check: the server accepted the combination; any data it
+/// returned is kept as name/value pairs for display.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct IpCheck {
+    pub fields: Vec<(String, String)>,
+}
+
+/// The answer to a renewal the server confirmed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Renewed {
+    /// The new expiry when the server says it (BILLmanager 5/6 `newexpiredate`).
+    pub new_expiry: Option<NaiveDate>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// May be retried: it changes nothing.
+    Read,
+    /// Changes something (possibly paid): sent once, never retried here.
+    Write,
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    cfg: BillmgrSettings,
+    password: SecretString,
+    dialect: Dialect,
+    session: Mutex<Option<SecretString>>,
+    /// Set after the server refused a login: no further request is made by this client.
+    auth_refused: AtomicBool,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.cfg.url.as_str())
+            .field("username", &self.cfg.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Builds a client. Fails (as a config problem) when no password is configured.
+    pub fn new(cfg: &BillmgrSettings) -> Result<Client, Error> {
+        let password = cfg.password.clone().ok_or_else(|| {
+            Error::new(
+                "init",
+                None,
+                ErrorKind::Invalid(
+                    "no password: set billmgr.password, billmgr.password_file or a systemd credential named \"password\""
+                        .into(),
+                ),
+            )
+        })?;
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("licrenew/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::new("init", None, ErrorKind::Invalid(describe_transport(e))))?;
+        Ok(Client {
+            http,
+            cfg: cfg.clone(),
+            password,
+            dialect: Dialect(cfg.api),
+            session: Mutex::new(None),
+            auth_refused: AtomicBool::new(false),
+        })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Lists licenses. With a window, only those whose expiry falls inside it (the server-side
+    /// filter is set, used and cleared again); without, all of them (the filter is cleared first,
+    /// since the server keeps it per user).
+    pub async fn list(&self, window: Option<(NaiveDate, NaiveDate)>) -> Result<Listing, Error> {
+        self.call_ok(&self.dialect.set_filter(window), Kind::Read).await?;
+        let listing = self.list_now().await;
+        if window.is_some()
+            && let Err(e) = self.call_ok(&self.dialect.set_filter(None), Kind::Read).await
+        {
+            tracing::warn!(error = %e, "could not clear the saved license filter");
+        }
+        listing
+    }
+
+    async fn list_now(&self) -> Result<Listing, Error> {
+        let call = self.dialect.list();
+        let dialect = self.dialect;
+        let mut listing = Listing::default();
+        let doc = self
+            .call_rows(&call, Kind::Read, &mut |row: Fields| match dialect.license(&row) {
+                Some(Ok(l)) => listing.licenses.push(l),
+                Some(Err(e)) => listing.bad_rows.push(e),
+                None => {}
+            })
+            .await?;
+        if doc.rows == 0 && doc.ok.is_some() {
+            return Err(Error::new(
+                call.func,
+                None,
+                ErrorKind::Unexpected(
+                    "<ok/> in place of a list (an account with two-factor login cannot be used by licrenew)".into(),
+                ),
+            ));
+        }
+        for bad in &listing.bad_rows {
+            tracing::warn!(func = call.func, row = %bad, "skipped a license row that does not parse");
+        }
+        Ok(listing)
+    }
+
+    /// Reads one license.
+    pub async fn view(&self, elid: i64) -> Result<License, Error> {
+        let call = self.dialect.view(elid);
+        let doc = self.call_ok_or_data(&call, Kind::Read).await?;
+        match self.dialect.license(&doc.fields) {
+            Some(Ok(mut l)) => {
+                // Some servers omit the id in a form; the elid asked for is the license.
+                l.elid = elid;
+                Ok(l)
+            }
+            Some(Err(e)) => Err(Error::new(call.func, Some(elid), ErrorKind::Unexpected(e.reason))),
+            None => Err(Error::new(
+                call.func,
+                Some(elid),
+                ErrorKind::Unexpected("the answer has no expiredate: not a license".into()),
+            )),
+        }
+    }
+
+    /// Orders a new license (paid). Returns its id when the answer carries one.
+    pub async fn order(&self, product: i64, period: i64, licname: &str, ip: &str) -> Result<Option<i64>, Error> {
+        let call = self.dialect.order(product, period, licname, ip);
+        let doc = self.call_ok_or_data(&call, Kind::Write).await?;
+        let id = self.dialect.ordered_id(&doc);
+        if id.is_none() && doc.ok.is_none() {
+            return Err(Error::new(
+                call.func,
+                None,
+                ErrorKind::Unexpected("neither <ok/> nor a new license id".into()),
+            ));
+        }
+        Ok(id)
+    }
+
+    /// Asks whether a license of this product/period can be bound to `ip`.
+    pub async fn check_ip(&self, product: i64, period: i64, ip: &str) -> Result<IpCheck, Error> {
+        let call = self.dialect.check_ip(product, period, ip);
+        let doc = self.call_ok_or_data(&call, Kind::Read).await?;
+        Ok(IpCheck {
+            fields: doc
+                .fields
+                .0
+                .iter()
+                .map(|(k, v)| (k.clone(), v.raw().trim().to_owned()))
+                .collect(),
+        })
+    }
+
+    /// Changes a license's name and/or IP.
+    pub async fn edit(&self, elid: i64, licname: Option<&str>, ip: Option<&str>) -> Result<(), Error> {
+        if licname.is_none() && ip.is_none() {
+            return Err(Error::new(
+                "software.edit",
+                Some(elid),
+                ErrorKind::Invalid("nothing to change: give a new name and/or IP".into()),
+            ));
+        }
+        let call = self.dialect.edit(elid, licname, ip);
+        self.call_ok(&call, Kind::Write).await.map(|_| ())
+    }
+
+    /// Renews a license for `period` (paid). Sent exactly once.
+    pub async fn renew(&self, elid: i64, period: i64) -> Result<Renewed, Error> {
+        let call = self.dialect.renew(elid, period);
+        let doc = self.call_ok_or_data(&call, Kind::Write).await?;
+        let new_expiry = doc.fields.get("newexpiredate").and_then(crate::domain::parse_date);
+        if doc.ok.is_none() && new_expiry.is_none() {
+            return Err(Error::new(
+                call.func,
+                Some(elid),
+                ErrorKind::Unexpected("neither <ok/> nor a new expiry".into()),
+            ));
+        }
+        Ok(Renewed { new_expiry })
+    }
+
+    /// Logs in once (`func=auth`) to prove the credentials work, in either auth mode.
+    pub async fn check_login(&self) -> Result<(), Error> {
+        let sid = self.login().await?;
+        if self.cfg.auth == AuthMode::Session {
+            *self.session.lock().await = Some(sid);
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+
+    /// A call whose answer must be `<ok/>`.
+    async fn call_ok(&self, call: &Call, kind: Kind) -> Result<Document, Error> {
+        let doc = self.call_rows(call, kind, &mut |_| {}).await?;
+        if doc.ok.is_none() {
+            return Err(Error::new(
+                call.func,
+                call.elid,
+                ErrorKind::Unexpected("no <ok/> in the answer".into()),
+            ));
+        }
+        Ok(doc)
+    }
+
+    /// A call whose answer is `<ok/>` and/or data fields.
+    async fn call_ok_or_data(&self, call: &Call, kind: Kind) -> Result<Document, Error> {
+        self.call_rows(call, kind, &mut |_| {}).await
+    }
+
+    /// Sends a call (retrying reads), handing rows to `on_row`; API errors become `Err`.
+    async fn call_rows(&self, call: &Call, kind: Kind, on_row: &mut dyn FnMut(Fields)) -> Result<Document, Error> {
+        let attempts = if kind == Kind::Read { self.cfg.read_attempts.max(1) } else { 1 };
+        let mut relogged = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let res = self.send_once(call, on_row).await;
+            let err = match res {
+                Ok(doc) => return Ok(doc),
+                Err(e) => e,
+            };
+            if err.is_auth() {
+                self.auth_refused.store(true, Ordering::SeqCst);
+                return Err(err);
+            }
+            if err.is_access() && self.cfg.auth == AuthMode::Session && !relogged && kind == Kind::Read {
+                // An expired session answers `access`: log in again, once.
+                tracing::info!(func = call.func, "session expired; logging in again");
+                *self.session.lock().await = None;
+                relogged = true;
+                attempt -= 1;
+                continue;
+            }
+            if kind == Kind::Read && attempt < attempts && err.is_transient() {
+                let delay = backoff(attempt);
+                tracing::warn!(func = call.func, elid = call.elid, attempt, error = %err, retry_in = ?delay, "read failed; retrying");
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+            return Err(err);
+        }
+    }
+
+    async fn send_once(&self, call: &Call, on_row: &mut dyn FnMut(Fields)) -> Result<Document, Error> {
+        if self.auth_refused.load(Ordering::SeqCst) {
+            return Err(Error::new(
+                call.func,
+                call.elid,
+                ErrorKind::Invalid("the server refused the login earlier; no further request is made (fix the credentials, then reload)".into()),
+            ));
+        }
+        let mut form: Vec<(&str, &str)> = vec![("out", "xml"), ("lang", "en"), ("func", call.func)];
+        form.extend(call.params.iter().map(|(k, v)| (*k, v.as_str())));
+        let authinfo;
+        let sid;
+        match self.cfg.auth {
+            AuthMode::Authinfo => {
+                authinfo = SecretString::from(format!("{}:{}", self.cfg.username, self.password.expose_secret()));
+                form.push(("authinfo", authinfo.expose_secret()));
+            }
+            AuthMode::Session => {
+                sid = self.session_id().await?;
+                form.push(("auth", sid.expose_secret()));
+            }
+        }
+        let doc = self.post(call.func, call.elid, &form, on_row).await?;
+        if let Some(raw) = doc.error.clone() {
+            return Err(Error::new(call.func, call.elid, ErrorKind::Api(ApiError::from_raw(raw))));
+        }
+        Ok(doc)
+    }
+
+    async fn session_id(&self) -> Result<SecretString, Error> {
+        let mut guard = self.session.lock().await;
+        if let Some(s) = guard.as_ref() {
+            return Ok(s.clone());
+        }
+        let sid = self.login().await?;
+        *guard = Some(sid.clone());
+        Ok(sid)
+    }
+
+    async fn login(&self) -> Result<SecretString, Error> {
+        if self.auth_refused.load(Ordering::SeqCst) {
+            return Err(Error::new(
+                "auth",
+                None,
+                ErrorKind::Invalid("the server refused the login earlier; not trying again".into()),
+            ));
+        }
+        let form: Vec<(&str, &str)> = vec![
+            ("out", "xml"),
+            ("lang", "en"),
+            ("func", "auth"),
+            ("username", &self.cfg.username),
+            ("password", self.password.expose_secret()),
+        ];
+        let doc = self.post("auth", None, &form, &mut |_| {}).await?;
+        if let Some(raw) = doc.error {
+            let err = Error::new("auth", None, ErrorKind::Api(ApiError::from_raw(raw)));
+            // Any refused login trips the fuse: retrying bad credentials leads to lockouts.
+            self.auth_refused.store(true, Ordering::SeqCst);
+            return Err(err);
+        }
+        let sid = doc
+            .attr("auth", "id")
+            .or_else(|| doc.fields.non_empty("auth"))
+            .map(str::to_owned)
+            .ok_or_else(|| Error::new("auth", None, ErrorKind::Unexpected("no session id in the login answer".into())))?;
+        tracing::debug!("logged in");
+        Ok(SecretString::from(sid))
+    }
+
+    /// One HTTP exchange: POST the form, check status, read the body under the cap, parse it.
+    async fn post(
+        &self,
+        func: &str,
+        elid: Option<i64>,
+        form: &[(&str, &str)],
+        on_row: &mut dyn FnMut(Fields),
+    ) -> Result<Document, Error> {
+        let fail = |kind| Error::new(func, elid, kind);
+        let started = Instant::now();
+        let resp = self
+            .http
+            .post(self.cfg.url.clone())
+            .form(form)
+            .send()
+            .await
+            .map_err(|e| fail(self.classify(e)))?;
+        let status = resp.status();
+        if status.is_redirection() {
+            return Err(fail(ErrorKind::Redirect { status: status.as_u16() }));
+        }
+        if !status.is_success() {
+            return Err(fail(ErrorKind::Http { status: status.as_u16() }));
+        }
+        if let Some(len) = resp.content_length()
+            && len > self.cfg.max_body
+        {
+            return Err(fail(ErrorKind::TooLarge(self.cfg.max_body)));
+        }
+        let body = self.read_body(resp).await.map_err(fail)?;
+        let doc = xml::parse_with(&body, on_row).map_err(|e| fail(ErrorKind::Xml(e)))?;
+        tracing::debug!(func, elid, bytes = body.len(), rows = doc.rows, elapsed_ms = started.elapsed().as_millis() as u64, "api call");
+        Ok(doc)
+    }
+
+    async fn read_body(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, ErrorKind> {
+        let mut body = Vec::with_capacity(resp.content_length().unwrap_or(4096).min(self.cfg.max_body) as usize);
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if (body.len() + chunk.len()) as u64 > self.cfg.max_body {
+                        return Err(ErrorKind::TooLarge(self.cfg.max_body));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body),
+                Err(e) => return Err(self.classify(e)),
+            }
+        }
+    }
+
+    fn classify(&self, e: reqwest::Error) -> ErrorKind {
+        if e.is_timeout() {
+            ErrorKind::Timeout(self.cfg.timeout)
+        } else if e.is_connect() {
+            ErrorKind::Connect(describe_transport(e))
+        } else {
+            ErrorKind::Transport(describe_transport(e))
+        }
+    }
+}
+
+/// Capped exponential backoff with jitter: between half and all of 250 ms × 2^(attempt−1),
+/// capped at 8 s.
+fn backoff(attempt: u32) -> Duration {
+    let cap = Duration::from_millis(250)
+        .saturating_mul(1 << attempt.saturating_sub(1).min(5))
+        .min(Duration::from_secs(8));
+    cap.mul_f64(random_unit())
+}
+
+/// A random number in [0.5, 1): jitter needs no cryptography, only independence between
+/// processes, which the std hasher's random keys give.
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    0.5 + (h.finish() >> 11) as f64 / (1u64 << 54) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for a in 1..20 {
+            let d = backoff(a);
+            assert!(d <= Duration::from_secs(8), "{a}: {d:?}");
+            assert!(d >= Duration::from_millis(125), "{a}: {d:?}");
+        }
+        assert!(backoff(1) < Duration::from_millis(251));
+    }
+}

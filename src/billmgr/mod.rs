@@ -1,0 +1,10 @@
+//! Everything that speaks to BILLmanager: [`client`] (HTTP), [`xml`] (pure parsing),
+//! [`error`] (typed failures) and [`dialect`] (the seam between API generations).
+
+pub mod client;
+pub mod dialect;
+pub mod error;
+pub mod xml;
+
+pub use client::{Client, IpCheck, Listing, Renewed};
+pub use error::{ApiError, Certainty, Error, ErrorKind};

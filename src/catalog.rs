@@ -1,0 +1,358 @@
+//! The product/period table: which `price` ids exist, which `period` ids belong to each, and
+//! what kind each period is (trial, N months, year, lifetime).
+//!
+//! Owns look-ups by id or by name/label (case-insensitive) and the rule that a period belongs to
+//! exactly one product. The built-in table is `config/catalog.toml`, embedded at compile time.
+//! Must not do I/O beyond reading a catalog file it is pointed at.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+const BUILTIN: &str = include_str!("../config/catalog.toml");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "months")]
+pub enum PeriodKind {
+    /// Two weeks, free; never a renewal period.
+    Trial,
+    Months(u32),
+    Year,
+    Lifetime,
+}
+
+impl PeriodKind {
+    pub fn describe(&self) -> String {
+        match self {
+            PeriodKind::Trial => "trial (2 weeks)".into(),
+            PeriodKind::Months(1) => "1 month".into(),
+            PeriodKind::Months(n) => format!("{n} months"),
+            PeriodKind::Year => "1 year".into(),
+            PeriodKind::Lifetime => "lifetime".into(),
+        }
+    }
+
+    pub fn is_trial(&self) -> bool {
+        matches!(self, PeriodKind::Trial)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Period {
+    pub id: i64,
+    pub label: String,
+    pub kind: PeriodKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Product {
+    pub name: String,
+    pub aliases: Vec<String>,
+    /// The product id (`price` in BILLmanager 4).
+    pub price: i64,
+    pub periods: Vec<Period>,
+}
+
+impl Product {
+    /// Finds one of this product's periods by id or label (case-insensitive). A period id of
+    /// another product is not found here: see [`Catalog::period_for`] for the clear error.
+    pub fn period(&self, query: &str) -> Option<&Period> {
+        let q = query.trim();
+        match q.parse::<i64>() {
+            Ok(id) => self.periods.iter().find(|p| p.id == id),
+            Err(_) => self
+                .periods
+                .iter()
+                .find(|p| p.label.eq_ignore_ascii_case(q) || p.kind.describe().eq_ignore_ascii_case(q)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Catalog {
+    pub products: Vec<Product>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{origin}: {source}")]
+    Parse {
+        origin: String,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("{origin}: cannot read: {source}")]
+    Read {
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: {msg}")]
+    Invalid { origin: String, msg: String },
+}
+
+/// Why a product/period pair was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("unknown product {0:?} (see `licrenew catalog`)")]
+    UnknownProduct(String),
+    #[error("unknown period {period:?} for {product} (its periods: {known})")]
+    UnknownPeriod {
+        product: String,
+        period: String,
+        known: String,
+    },
+    #[error("period {period} belongs to {owner}, not to {product}")]
+    OtherProduct {
+        product: String,
+        period: i64,
+        owner: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    product: Vec<RawProduct>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProduct {
+    name: String,
+    #[serde(default)]
+    aliases: Vec<String>,
+    price: i64,
+    periods: Vec<RawPeriod>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeriod {
+    id: i64,
+    label: String,
+    kind: String,
+    months: Option<u32>,
+}
+
+impl Catalog {
+    /// The table of the ordering guide, as shipped in `config/catalog.toml`.
+    pub fn builtin() -> Catalog {
+        Catalog::from_toml(BUILTIN, "built-in catalog")
+            .expect("the built-in catalog is valid (checked by a unit test)")
+    }
+
+    pub fn load(path: &Path) -> Result<Catalog, CatalogError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Read {
+            origin: origin.clone(),
+            source,
+        })?;
+        Catalog::from_toml(&text, &origin)
+    }
+
+    pub fn from_toml(text: &str, origin: &str) -> Result<Catalog, CatalogError> {
+        let raw: RawCatalog = toml::from_str(text).map_err(|e| CatalogError::Parse {
+            origin: origin.into(),
+            source: Box::new(e),
+        })?;
+        let invalid = |msg: String| CatalogError::Invalid {
+            origin: origin.into(),
+            msg,
+        };
+        let mut products = Vec::new();
+        for rp in raw.product {
+            let mut periods = Vec::new();
+            for p in rp.periods {
+                let kind = match (p.kind.as_str(), p.months) {
+                    ("trial", None) => PeriodKind::Trial,
+                    ("months", Some(n)) if n > 0 => PeriodKind::Months(n),
+                    ("year", None) => PeriodKind::Year,
+                    ("lifetime", None) => PeriodKind::Lifetime,
+                    (k, m) => {
+                        return Err(invalid(format!(
+                            "period {} of {}: kind {k:?} with months {m:?} (kinds: trial, months + months = N, year, lifetime)",
+                            p.id, rp.name
+                        )));
+                    }
+                };
+                periods.push(Period {
+                    id: p.id,
+                    label: p.label,
+                    kind,
+                });
+            }
+            if periods.is_empty() {
+                return Err(invalid(format!("product {} has no periods", rp.name)));
+            }
+            products.push(Product {
+                name: rp.name,
+                aliases: rp.aliases,
+                price: rp.price,
+                periods,
+            });
+        }
+        let cat = Catalog { products };
+        cat.check().map_err(invalid)?;
+        Ok(cat)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let mut prices = std::collections::HashSet::new();
+        let mut periods = std::collections::HashMap::new();
+        let mut names = std::collections::HashSet::new();
+        for p in &self.products {
+            if !prices.insert(p.price) {
+                return Err(format!("price id {} appears twice", p.price));
+            }
+            let own: std::collections::BTreeSet<String> =
+                std::iter::once(&p.name).chain(&p.aliases).map(|n| n.to_lowercase()).collect();
+            for n in own {
+                if !names.insert(n.clone()) {
+                    return Err(format!("name {n:?} names two products"));
+                }
+            }
+            for per in &p.periods {
+                if let Some(other) = periods.insert(per.id, &p.name) {
+                    return Err(format!(
+                        "period id {} belongs to both {other} and {}",
+                        per.id, p.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A product by price id, name or alias (case-insensitive).
+    pub fn product(&self, query: &str) -> Option<&Product> {
+        let q = query.trim();
+        match q.parse::<i64>() {
+            Ok(id) => self.by_price(id),
+            Err(_) => self.products.iter().find(|p| {
+                p.name.eq_ignore_ascii_case(q) || p.aliases.iter().any(|a| a.eq_ignore_ascii_case(q))
+            }),
+        }
+    }
+
+    pub fn by_price(&self, price: i64) -> Option<&Product> {
+        self.products.iter().find(|p| p.price == price)
+    }
+
+    /// The product owning a period id, with the period.
+    pub fn by_period(&self, id: i64) -> Option<(&Product, &Period)> {
+        self.products
+            .iter()
+            .find_map(|p| p.periods.iter().find(|x| x.id == id).map(|x| (p, x)))
+    }
+
+    /// Resolves a product and one of its periods, refusing a period of another product.
+    pub fn period_for(&self, product: &str, period: &str) -> Result<(&Product, &Period), LookupError> {
+        let prod = self
+            .product(product)
+            .ok_or_else(|| LookupError::UnknownProduct(product.into()))?;
+        if let Some(p) = prod.period(period) {
+            return Ok((prod, p));
+        }
+        if let Ok(id) = period.trim().parse::<i64>()
+            && let Some((owner, _)) = self.by_period(id)
+        {
+            return Err(LookupError::OtherProduct {
+                product: prod.name.clone(),
+                period: id,
+                owner: owner.name.clone(),
+            });
+        }
+        Err(LookupError::UnknownPeriod {
+            product: prod.name.clone(),
+            period: period.into(),
+            known: prod
+                .periods
+                .iter()
+                .map(|p| format!("{} = {}", p.id, p.label))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_catalog_has_every_product_of_the_ordering_guide() {
+        let c = Catalog::builtin();
+        let table: &[(i64, &[i64])] = &[
+            (7, &[7, 8, 9]),
+            (11, &[15, 16, 17]),
+            (15, &[24, 25, 26]),
+            (884, &[534, 535, 536]),
+            (432, &[246, 380, 381]),
+            (434, &[247, 382, 383]),
+            (435, &[248, 384, 385]),
+            (16, &[27, 28, 29, 661]),
+            (17, &[30, 31]),
+            (18, &[32, 33]),
+        ];
+        assert_eq!(c.products.len(), table.len());
+        for (price, periods) in table {
+            let p = c.by_price(*price).expect("product");
+            let ids: Vec<i64> = p.periods.iter().map(|x| x.id).collect();
+            assert_eq!(&ids, periods, "{}", p.name);
+            assert!(p.periods[0].kind.is_trial(), "{} starts with its trial", p.name);
+        }
+        assert_eq!(c.by_period(661).map(|(p, x)| (p.price, x.kind)), Some((16, PeriodKind::Lifetime)));
+        assert_eq!(c.by_period(381).map(|(_, x)| x.kind), Some(PeriodKind::Year));
+    }
+
+    #[test]
+    fn lookups_work_by_id_name_alias_and_label_ignoring_case() {
+        let c = Catalog::builtin();
+        assert_eq!(c.product("7").map(|p| p.price), Some(7));
+        assert_eq!(c.product("ispmanager LITE").map(|p| p.price), Some(7));
+        assert_eq!(c.product("lite").map(|p| p.price), Some(7));
+        assert_eq!(c.product("nope"), None);
+        let (_, per) = c.period_for("ISPmanager Lite", "1 MONTH").expect("period");
+        assert_eq!(per.id, 8);
+        let (_, per) = c.period_for("dsmanager", "Lifetime").expect("period");
+        assert_eq!(per.id, 661);
+        let (_, per) = c.period_for("11", "16").expect("period");
+        assert_eq!(per.label, "1 month");
+    }
+
+    #[test]
+    fn a_period_of_another_product_is_refused_by_name() {
+        let c = Catalog::builtin();
+        let err = c.period_for("ISPmanager Pro", "8").expect_err("Lite's period");
+        assert_eq!(
+            err,
+            LookupError::OtherProduct {
+                product: "ISPmanager Pro".into(),
+                period: 8,
+                owner: "ISPmanager Lite".into()
+            }
+        );
+        assert!(matches!(
+            c.period_for("ISPmanager Pro", "2 years"),
+            Err(LookupError::UnknownPeriod { .. })
+        ));
+    }
+
+    #[test]
+    fn a_catalog_file_with_a_period_in_two_products_is_refused() {
+        let text = r#"
+[[product]]
+name = "A"
+price = 1
+periods = [{ id = 5, label = "1 month", kind = "months", months = 1 }]
+[[product]]
+name = "B"
+price = 2
+periods = [{ id = 5, label = "1 month", kind = "months", months = 1 }]
+"#;
+        let err = Catalog::from_toml(text, "x.toml").expect_err("dup");
+        assert!(err.to_string().contains("period id 5 belongs to both A and B"), "{err}");
+        let err = Catalog::from_toml("[[product]]\nname=1", "y.toml").expect_err("bad");
+        assert!(err.to_string().starts_with("y.toml:"), "{err}");
+    }
+}

@@ -1,0 +1,711 @@
+//! The config file (TOML, through the `config` crate) plus `LICRENEW__SECTION__KEY` env
+//! overrides → validated [`Settings`].
+//!
+//! Owns: strict keys (unknown keys are errors), paths resolved against the config file's folder,
+//! the password as a [`SecretString`] (from `password`, `password_file` or a systemd credential),
+//! and errors that name the file and the key. Must not panic, touch the network or the database,
+//! or ever put the password in an error.
+
+use crate::catalog::Catalog;
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default config path when neither `--config` nor `LICRENEW_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "/etc/licrenew/licrenew.toml";
+
+/// A config problem. Display: `FILE: KEY: what is wrong`.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {}{msg}", file.display(), key.as_ref().map(|k| format!("{k}: ")).unwrap_or_default())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub key: Option<String>,
+    pub msg: String,
+}
+
+impl ConfigError {
+    pub fn new(file: &Path, key: Option<&str>, msg: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: file.to_owned(),
+            key: key.map(str::to_owned),
+            msg: msg.into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw shape of the file. Every section and key is documented in config/licrenew.example.toml.
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    billmgr: Option<RawBillmgr>,
+    #[serde(default)]
+    catalog: RawCatalog,
+    #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
+    schedule: RawSchedule,
+    #[serde(default)]
+    renewal: RawRenewal,
+    #[serde(default)]
+    policies: RawPolicies,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBillmgr {
+    /// Full endpoint URL, e.g. `https://my.ispsystem.com/manager/billmgr`.
+    url: String,
+    /// API generation: `billmgr4` (default).
+    #[serde(default = "default_api")]
+    api: String,
+    username: String,
+    password: Option<Password>,
+    password_file: Option<PathBuf>,
+    /// `authinfo` (default) or `session`.
+    #[serde(default = "default_auth")]
+    auth: String,
+    /// Total time for one request, e.g. "30s". Default 30s.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    timeout: Duration,
+    /// Time to establish a connection. Default 10s.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    connect_timeout: Duration,
+    /// Attempts for read calls (list, view, IP check); paid calls are never retried. Default 3.
+    #[serde(default = "default_read_attempts")]
+    read_attempts: u32,
+    /// Largest answer accepted, in MiB. Default 256.
+    #[serde(default = "default_max_body_mib")]
+    max_body_mib: u64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    path: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    #[serde(default = "default_cron")]
+    cron: String,
+    #[serde(default = "default_window", with = "humantime_serde")]
+    window: Duration,
+    #[serde(default = "default_lookback", with = "humantime_serde")]
+    lookback: Duration,
+    #[serde(default = "default_jitter", with = "humantime_serde")]
+    jitter: Duration,
+}
+
+impl Default for RawSchedule {
+    fn default() -> Self {
+        RawSchedule {
+            cron: default_cron(),
+            window: default_window(),
+            lookback: default_lookback(),
+            jitter: default_jitter(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRenewal {
+    #[serde(default = "default_max_per_cycle")]
+    max_per_cycle: u32,
+    #[serde(default = "default_concurrency")]
+    concurrency: u32,
+    #[serde(default = "default_settle", with = "humantime_serde")]
+    settle: Duration,
+}
+
+impl Default for RawRenewal {
+    fn default() -> Self {
+        RawRenewal {
+            max_per_cycle: default_max_per_cycle(),
+            concurrency: default_concurrency(),
+            settle: default_settle(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicies {
+    #[serde(default = "default_policies_dir")]
+    dir: PathBuf,
+}
+
+impl Default for RawPolicies {
+    fn default() -> Self {
+        RawPolicies {
+            dir: default_policies_dir(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    #[serde(default = "default_log_format")]
+    format: String,
+    #[serde(default = "default_log_level")]
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: default_log_format(),
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_api() -> String {
+    "billmgr4".into()
+}
+fn default_auth() -> String {
+    "authinfo".into()
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_read_attempts() -> u32 {
+    3
+}
+fn default_max_body_mib() -> u64 {
+    256
+}
+fn default_cron() -> String {
+    "0 17 */6 * * *".into()
+}
+fn default_window() -> Duration {
+    Duration::from_secs(30 * 86400)
+}
+fn default_lookback() -> Duration {
+    Duration::from_secs(31 * 86400)
+}
+fn default_jitter() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_per_cycle() -> u32 {
+    20
+}
+fn default_concurrency() -> u32 {
+    2
+}
+fn default_settle() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_policies_dir() -> PathBuf {
+    "policies.d".into()
+}
+fn default_log_format() -> String {
+    "json".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+/// A password from the file. Only strings are accepted, and a value of another type is refused
+/// without echoing it (serde's default message would print it).
+struct Password(String);
+
+impl<'de> Deserialize<'de> for Password {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        const REFUSAL: &str = "must be a quoted string";
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Password;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a quoted string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Password, E> {
+                Ok(Password(v.to_owned()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Password, E> {
+                Err(E::custom(REFUSAL))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Password, E> {
+                Err(E::custom(REFUSAL))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Password, E> {
+                Err(E::custom(REFUSAL))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Password, E> {
+                Err(E::custom(REFUSAL))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Password, A::Error> {
+                Err(serde::de::Error::custom(REFUSAL))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Password, A::Error> {
+                Err(serde::de::Error::custom(REFUSAL))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated settings.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Api {
+    Billmgr4,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    /// `authinfo=USER:PASSWORD` in every request body.
+    Authinfo,
+    /// `func=auth` once, then `auth=SESSION`.
+    Session,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Everything the BILLmanager client needs. Debug never shows the password.
+#[derive(Clone, Debug)]
+pub struct BillmgrSettings {
+    pub url: url::Url,
+    pub api: Api,
+    pub username: String,
+    /// `None` when neither `password`, `password_file` nor a systemd credential is set; commands
+    /// that talk to the API refuse to start then.
+    pub password: Option<SecretString>,
+    pub auth: AuthMode,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub read_attempts: u32,
+    pub max_body: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ScheduleSettings {
+    /// Six or seven fields, seconds first, UTC.
+    pub cron: String,
+    pub window: Duration,
+    pub lookback: Duration,
+    pub jitter: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct RenewalSettings {
+    pub max_per_cycle: u32,
+    pub concurrency: u32,
+    pub settle: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub file: PathBuf,
+    pub billmgr: BillmgrSettings,
+    pub catalog: Catalog,
+    /// SQLite database file.
+    pub database: PathBuf,
+    pub schedule: ScheduleSettings,
+    pub renewal: RenewalSettings,
+    pub policies_dir: PathBuf,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+/// Where the config file is: `--config`, else `LICRENEW_CONFIG`, else [`DEFAULT_PATH`].
+pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("LICRENEW_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+}
+
+/// Loads and validates the config file with overrides from the process environment.
+pub fn load(file: &Path) -> Result<Settings, ConfigError> {
+    load_with_env(file, None)
+}
+
+/// Like [`load`], with an explicit environment map instead of the process environment (tests).
+pub fn load_with_env(
+    file: &Path,
+    env: Option<std::collections::HashMap<String, String>>,
+) -> Result<Settings, ConfigError> {
+    if !file.is_file() {
+        return Err(ConfigError::new(
+            file,
+            None,
+            "config file not found or not a file (set --config or LICRENEW_CONFIG)",
+        ));
+    }
+    if let Err(e) = std::fs::File::open(file) {
+        return Err(ConfigError::new(file, None, format!("cannot read: {e}")));
+    }
+    let mut envsrc = config::Environment::with_prefix("LICRENEW")
+        .separator("__")
+        .prefix_separator("__");
+    if let Some(map) = env {
+        envsrc = envsrc.source(Some(map.into_iter().collect()));
+    }
+    let raw: Raw = config::Config::builder()
+        .add_source(config::File::from(file).format(config::FileFormat::Toml))
+        .add_source(envsrc)
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| from_config_error(file, e))?;
+    validate(file, raw)
+}
+
+fn from_config_error(file: &Path, e: config::ConfigError) -> ConfigError {
+    match e {
+        config::ConfigError::FileParse { cause, .. } => ConfigError::new(file, None, cause.to_string()),
+        config::ConfigError::At { error, key, .. } => {
+            // The inner error may repeat the key; keep its own words.
+            let inner = match *error {
+                config::ConfigError::Message(m) => m,
+                other => other.to_string(),
+            };
+            ConfigError::new(file, key.as_deref(), inner)
+        }
+        config::ConfigError::Type { key, expected, .. } => ConfigError::new(
+            file,
+            key.as_deref(),
+            format!("wrong type, expected {expected}"),
+        ),
+        other => ConfigError::new(file, None, other.to_string()),
+    }
+}
+
+fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
+    let base = file
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let resolve = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+    let err = |key: &str, msg: String| ConfigError::new(file, Some(key), msg);
+
+    let b = raw
+        .billmgr
+        .ok_or_else(|| ConfigError::new(file, Some("billmgr"), "section [billmgr] is missing"))?;
+    let url = url::Url::parse(&b.url).map_err(|e| err("billmgr.url", format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(err("billmgr.url", "must start with https:// (or http://)".into()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(err(
+            "billmgr.url",
+            "must not carry credentials; use billmgr.username and billmgr.password".into(),
+        ));
+    }
+    if url.query().is_some() {
+        return Err(err(
+            "billmgr.url",
+            "must not carry a query string; credentials and parameters go in the POST body".into(),
+        ));
+    }
+    let api = match b.api.as_str() {
+        "billmgr4" => Api::Billmgr4,
+        "billmgr5" => {
+            return Err(err(
+                "billmgr.api",
+                "\"billmgr5\" (BILLmanager 5/6) is not supported yet; use \"billmgr4\"".into(),
+            ));
+        }
+        other => return Err(err("billmgr.api", format!("{other:?} is not one of \"billmgr4\""))),
+    };
+    let auth = match b.auth.as_str() {
+        "authinfo" => AuthMode::Authinfo,
+        "session" => AuthMode::Session,
+        other => {
+            return Err(err(
+                "billmgr.auth",
+                format!("{other:?} is not one of \"authinfo\", \"session\""),
+            ));
+        }
+    };
+    if b.username.trim().is_empty() {
+        return Err(err("billmgr.username", "is empty".into()));
+    }
+    let password = match (b.password, b.password_file) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "billmgr.password_file",
+                "set either password or password_file, not both".into(),
+            ));
+        }
+        (Some(Password(p)), None) => Some(SecretString::from(p)),
+        (None, Some(path)) => Some(read_password_file(file, &resolve(&expand_credentials(&path)))?),
+        (None, None) => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            // systemd's LoadCredential=password:… without any key in the file.
+            Some(dir) if Path::new(&dir).join("password").is_file() => {
+                Some(read_password_file(file, &Path::new(&dir).join("password"))?)
+            }
+            _ => None,
+        },
+    };
+    if b.timeout.is_zero() {
+        return Err(err("billmgr.timeout", "must be more than 0s".into()));
+    }
+    if b.read_attempts == 0 {
+        return Err(err("billmgr.read_attempts", "must be at least 1".into()));
+    }
+    let catalog = match raw.catalog.path {
+        None => Catalog::builtin(),
+        Some(p) => Catalog::load(&resolve(&p))
+            .map_err(|e| ConfigError::new(file, Some("catalog.path"), e.to_string()))?,
+    };
+    let database = match raw.database.url {
+        Some(u) => {
+            let path = u
+                .strip_prefix("sqlite://")
+                .or_else(|| u.strip_prefix("sqlite:"))
+                .unwrap_or(&u);
+            let path = path.split('?').next().unwrap_or(path);
+            if path.is_empty() {
+                return Err(err("database.url", "names no file".into()));
+            }
+            resolve(Path::new(path))
+        }
+        None => match std::env::var_os("STATE_DIRECTORY") {
+            // systemd may pass several directories separated by ':'; the first is ours.
+            Some(dirs) => {
+                let first = dirs.to_string_lossy().split(':').next().unwrap_or("").to_owned();
+                PathBuf::from(first).join("licrenew.db")
+            }
+            None => base.join("licrenew.db"),
+        },
+    };
+    let s = raw.schedule;
+    if s.window.is_zero() {
+        return Err(err("schedule.window", "must be more than 0s".into()));
+    }
+    let r = raw.renewal;
+    if r.concurrency == 0 {
+        return Err(err("renewal.concurrency", "must be at least 1".into()));
+    }
+    let log_format = match raw.log.format.as_str() {
+        "json" => LogFormat::Json,
+        "pretty" => LogFormat::Pretty,
+        other => {
+            return Err(err(
+                "log.format",
+                format!("{other:?} is not one of \"json\", \"pretty\""),
+            ));
+        }
+    };
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
+        return Err(err("log.level", format!("{:?}: {e}", raw.log.level)));
+    }
+    Ok(Settings {
+        file: file.to_owned(),
+        billmgr: BillmgrSettings {
+            url,
+            api,
+            username: b.username,
+            password,
+            auth,
+            timeout: b.timeout,
+            connect_timeout: b.connect_timeout,
+            read_attempts: b.read_attempts,
+            max_body: b.max_body_mib.saturating_mul(1024 * 1024),
+        },
+        catalog,
+        database,
+        schedule: ScheduleSettings {
+            cron: s.cron,
+            window: s.window,
+            lookback: s.lookback,
+            jitter: s.jitter,
+        },
+        renewal: RenewalSettings {
+            max_per_cycle: r.max_per_cycle,
+            concurrency: r.concurrency,
+            settle: r.settle,
+        },
+        policies_dir: resolve(&raw.policies.dir),
+        log_format,
+        log_level: raw.log.level,
+    })
+}
+
+/// `password_file = "$CREDENTIALS_DIRECTORY/password"` works as written in a unit file.
+fn expand_credentials(p: &Path) -> PathBuf {
+    let s = p.to_string_lossy();
+    for var in ["$CREDENTIALS_DIRECTORY", "${CREDENTIALS_DIRECTORY}"] {
+        if let Some(rest) = s.strip_prefix(var)
+            && let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY")
+        {
+            return PathBuf::from(format!("{}{rest}", Path::new(&dir).display()));
+        }
+    }
+    p.to_owned()
+}
+
+fn read_password_file(file: &Path, path: &Path) -> Result<SecretString, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(
+            file,
+            Some("billmgr.password_file"),
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let pw = text.trim_end_matches(['\r', '\n']);
+    if pw.is_empty() {
+        return Err(ConfigError::new(
+            file,
+            Some("billmgr.password_file"),
+            format!("{} is empty", path.display()),
+        ));
+    }
+    Ok(SecretString::from(pw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::collections::HashMap;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    const MINIMAL: &str = r#"
+[billmgr]
+url = "https://billing.example.com/manager/billmgr"
+username = "reseller"
+password = "canary-Zq8#pw"
+"#;
+
+    #[test]
+    fn a_minimal_file_gets_documented_defaults() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = write(dir.path(), "licrenew.toml", MINIMAL);
+        let s = load_with_env(&f, Some(HashMap::new())).expect("valid");
+        assert_eq!(s.billmgr.api, Api::Billmgr4);
+        assert_eq!(s.billmgr.auth, AuthMode::Authinfo);
+        assert_eq!(s.billmgr.timeout, Duration::from_secs(30));
+        assert_eq!(s.database, dir.path().join("licrenew.db"));
+        assert_eq!(s.policies_dir, dir.path().join("policies.d"));
+        assert_eq!(s.renewal.max_per_cycle, 20);
+        assert_eq!(s.renewal.settle, Duration::from_secs(300));
+        assert_eq!(s.catalog.products.len(), 10);
+        assert_eq!(
+            s.billmgr.password.as_ref().map(|p| p.expose_secret().to_owned()),
+            Some("canary-Zq8#pw".into())
+        );
+        assert!(!format!("{s:?}").contains("canary-Zq8"), "Debug hides the password");
+    }
+
+    #[test]
+    fn env_overrides_use_double_underscores() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = write(dir.path(), "c.toml", MINIMAL);
+        let env = HashMap::from([
+            ("LICRENEW__BILLMGR__TIMEOUT".to_owned(), "5s".to_owned()),
+            ("LICRENEW__RENEWAL__MAX_PER_CYCLE".to_owned(), "3".to_owned()),
+            ("LICRENEW__DATABASE__URL".to_owned(), "sqlite://state/x.db".to_owned()),
+        ]);
+        let s = load_with_env(&f, Some(env)).expect("valid");
+        assert_eq!(s.billmgr.timeout, Duration::from_secs(5));
+        assert_eq!(s.renewal.max_per_cycle, 3);
+        assert_eq!(s.database, dir.path().join("state/x.db"));
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_file_and_the_key() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = write(dir.path(), "c.toml", &format!("{MINIMAL}\n[renewal]\nmax_per_cylce = 3\n"));
+        let e = load_with_env(&f, Some(HashMap::new())).expect_err("unknown key");
+        let text = e.to_string();
+        assert!(text.starts_with(&f.display().to_string()), "{text}");
+        assert!(text.contains("max_per_cylce"), "{text}");
+    }
+
+    #[test]
+    fn wrong_types_and_bad_durations_are_refused_with_the_key() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = write(
+            dir.path(),
+            "c.toml",
+            &MINIMAL.replace("[billmgr]", "[billmgr]\ntimeout = \"soon\""),
+        );
+        let e = load_with_env(&f, Some(HashMap::new())).expect_err("bad duration");
+        assert!(e.to_string().contains("timeout"), "{e}");
+        let f = write(dir.path(), "d.toml", &format!("{MINIMAL}\n[renewal]\nconcurrency = \"many\"\n"));
+        let e = load_with_env(&f, Some(HashMap::new())).expect_err("bad type");
+        assert!(e.to_string().contains("concurrency"), "{e}");
+    }
+
+    #[test]
+    fn a_non_string_password_is_refused_without_echoing_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = write(
+            dir.path(),
+            "c.toml",
+            "[billmgr]\nurl = \"https://x/billmgr\"\nusername = \"u\"\npassword = 987654321\n",
+        );
+        let e = load_with_env(&f, Some(HashMap::new())).expect_err("number");
+        assert!(!e.to_string().contains("987654321"), "{e}");
+        assert!(e.to_string().contains("password"), "{e}");
+    }
+
+    #[test]
+    fn password_file_resolves_against_the_config_folder_and_must_exist() {
+        let dir = tempfile::tempdir().expect("tmp");
+        write(dir.path(), "pw", "from-file\n");
+        let f = write(
+            dir.path(),
+            "c.toml",
+            "[billmgr]\nurl = \"https://x/billmgr\"\nusername = \"u\"\npassword_file = \"pw\"\n",
+        );
+        let s = load_with_env(&f, Some(HashMap::new())).expect("valid");
+        assert_eq!(
+            s.billmgr.password.as_ref().map(|p| p.expose_secret().to_owned()),
+            Some("from-file".into())
+        );
+        let f = write(
+            dir.path(),
+            "d.toml",
+            "[billmgr]\nurl = \"https://x/billmgr\"\nusername = \"u\"\npassword_file = \"missing\"\n",
+        );
+        let e = load_with_env(&f, Some(HashMap::new())).expect_err("missing");
+        assert!(e.to_string().contains("billmgr.password_file"), "{e}");
+    }
+
+    #[test]
+    fn credentials_or_a_query_in_the_url_are_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = write(
+            dir.path(),
+            "c.toml",
+            "[billmgr]\nurl = \"https://x/billmgr?authinfo=u:p\"\nusername = \"u\"\npassword = \"p\"\n",
+        );
+        let e = load_with_env(&f, Some(HashMap::new())).expect_err("query");
+        assert!(e.to_string().contains("billmgr.url"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_file_is_a_config_error() {
+        let e = load_with_env(Path::new("/nonexistent/licrenew.toml"), None).expect_err("missing");
+        assert!(e.to_string().contains("/nonexistent/licrenew.toml"), "{e}");
+    }
+}
