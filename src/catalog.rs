@@ -59,10 +59,9 @@ impl Product {
         let q = query.trim();
         match q.parse::<i64>() {
             Ok(id) => self.periods.iter().find(|p| p.id == id),
-            Err(_) => self
-                .periods
-                .iter()
-                .find(|p| p.label.eq_ignore_ascii_case(q) || p.kind.describe().eq_ignore_ascii_case(q)),
+            Err(_) => self.periods.iter().find(|p| {
+                p.label.eq_ignore_ascii_case(q) || p.kind.describe().eq_ignore_ascii_case(q)
+            }),
         }
     }
 }
@@ -204,8 +203,10 @@ impl Catalog {
             if !prices.insert(p.price) {
                 return Err(format!("price id {} appears twice", p.price));
             }
-            let own: std::collections::BTreeSet<String> =
-                std::iter::once(&p.name).chain(&p.aliases).map(|n| n.to_lowercase()).collect();
+            let own: std::collections::BTreeSet<String> = std::iter::once(&p.name)
+                .chain(&p.aliases)
+                .map(|n| n.to_lowercase())
+                .collect();
             for n in own {
                 if !names.insert(n.clone()) {
                     return Err(format!("name {n:?} names two products"));
@@ -229,7 +230,8 @@ impl Catalog {
         match q.parse::<i64>() {
             Ok(id) => self.by_price(id),
             Err(_) => self.products.iter().find(|p| {
-                p.name.eq_ignore_ascii_case(q) || p.aliases.iter().any(|a| a.eq_ignore_ascii_case(q))
+                p.name.eq_ignore_ascii_case(q)
+                    || p.aliases.iter().any(|a| a.eq_ignore_ascii_case(q))
             }),
         }
     }
@@ -246,7 +248,11 @@ impl Catalog {
     }
 
     /// Resolves a product and one of its periods, refusing a period of another product.
-    pub fn period_for(&self, product: &str, period: &str) -> Result<(&Product, &Period), LookupError> {
+    pub fn period_for(
+        &self,
+        product: &str,
+        period: &str,
+    ) -> Result<(&Product, &Period), LookupError> {
         let prod = self
             .product(product)
             .ok_or_else(|| LookupError::UnknownProduct(product.into()))?;
@@ -299,10 +305,20 @@ mod tests {
             let p = c.by_price(*price).expect("product");
             let ids: Vec<i64> = p.periods.iter().map(|x| x.id).collect();
             assert_eq!(&ids, periods, "{}", p.name);
-            assert!(p.periods[0].kind.is_trial(), "{} starts with its trial", p.name);
+            assert!(
+                p.periods[0].kind.is_trial(),
+                "{} starts with its trial",
+                p.name
+            );
         }
-        assert_eq!(c.by_period(661).map(|(p, x)| (p.price, x.kind)), Some((16, PeriodKind::Lifetime)));
-        assert_eq!(c.by_period(381).map(|(_, x)| x.kind), Some(PeriodKind::Year));
+        assert_eq!(
+            c.by_period(661).map(|(p, x)| (p.price, x.kind)),
+            Some((16, PeriodKind::Lifetime))
+        );
+        assert_eq!(
+            c.by_period(381).map(|(_, x)| x.kind),
+            Some(PeriodKind::Year)
+        );
     }
 
     #[test]
@@ -323,7 +339,9 @@ mod tests {
     #[test]
     fn a_period_of_another_product_is_refused_by_name() {
         let c = Catalog::builtin();
-        let err = c.period_for("ISPmanager Pro", "8").expect_err("Lite's period");
+        let err = c
+            .period_for("ISPmanager Pro", "8")
+            .expect_err("Lite's period");
         assert_eq!(
             err,
             LookupError::OtherProduct {
@@ -351,7 +369,11 @@ price = 2
 periods = [{ id = 5, label = "1 month", kind = "months", months = 1 }]
 "#;
         let err = Catalog::from_toml(text, "x.toml").expect_err("dup");
-        assert!(err.to_string().contains("period id 5 belongs to both A and B"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("period id 5 belongs to both A and B"),
+            "{err}"
+        );
         let err = Catalog::from_toml("[[product]]\nname=1", "y.toml").expect_err("bad");
         assert!(err.to_string().starts_with("y.toml:"), "{err}");
     }

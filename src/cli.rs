@@ -13,7 +13,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "licrenew", version, about = "Keeps ISPsystem software licenses renewed through the BILLmanager API")]
+#[command(
+    name = "licrenew",
+    version,
+    about = "Keeps ISPsystem software licenses renewed through the BILLmanager API"
+)]
 pub struct Args {
     /// Config file [default: $LICRENEW_CONFIG, else /etc/licrenew/licrenew.toml]
     #[arg(long, global = true, value_name = "PATH")]
@@ -90,7 +94,12 @@ pub enum Command {
         seed: u64,
         #[arg(long, default_value = "demo")]
         username: String,
-        #[arg(long, default_value = "demo-password", env = "LICRENEW_SIM_PASSWORD", hide_env_values = true)]
+        #[arg(
+            long,
+            default_value = "demo-password",
+            env = "LICRENEW_SIM_PASSWORD",
+            hide_env_values = true
+        )]
         password: String,
     },
 }
@@ -124,7 +133,9 @@ impl Failure {
 pub async fn run(args: Args) -> Result<ExitCode, Failure> {
     match &args.command {
         Command::Catalog => {
-            let catalog = optional_settings(&args)?.map(|s| s.catalog).unwrap_or_else(Catalog::builtin);
+            let catalog = optional_settings(&args)?
+                .map(|s| s.catalog)
+                .unwrap_or_else(Catalog::builtin);
             print_catalog(&catalog, args.json);
             Ok(ExitCode::SUCCESS)
         }
@@ -160,25 +171,41 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
             let id = client.order(prod.price, per.id, licname, ip).await?;
             tracing::info!(event = "order", product = %prod.name, period = %per.label, licname = %licname, elid = id, outcome = "ok", "license ordered");
             if args.json {
-                println!("{}", serde_json::json!({"outcome": "ok", "elid": id, "product": prod.name, "period": per.label}));
+                println!(
+                    "{}",
+                    serde_json::json!({"outcome": "ok", "elid": id, "product": prod.name, "period": per.label})
+                );
             } else {
                 match id {
                     Some(id) => println!("ordered {} ({}) as license {id}", prod.name, per.label),
-                    None => println!("ordered {} ({}); the answer named no id: see `licrenew licenses --live`", prod.name, per.label),
+                    None => println!(
+                        "ordered {} ({}); the answer named no id: see `licrenew licenses --live`",
+                        prod.name, per.label
+                    ),
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::IpCheck { product, period, ip } => {
+        Command::IpCheck {
+            product,
+            period,
+            ip,
+        } => {
             let s = settings(&args)?;
             let (prod, per) = resolve(&s.catalog, product, period)?;
             let client = Client::new(&s.billmgr)?;
             match client.check_ip(prod.price, per.id, ip).await {
                 Ok(check) => {
                     if args.json {
-                        let fields: serde_json::Map<_, _> =
-                            check.fields.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
-                        println!("{}", serde_json::json!({"ip": ip, "available": true, "fields": fields}));
+                        let fields: serde_json::Map<_, _> = check
+                            .fields
+                            .into_iter()
+                            .map(|(k, v)| (k, serde_json::Value::String(v)))
+                            .collect();
+                        println!(
+                            "{}",
+                            serde_json::json!({"ip": ip, "available": true, "fields": fields})
+                        );
                     } else {
                         println!("{ip}: available for {} ({})", prod.name, per.label);
                     }
@@ -187,7 +214,10 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
                 Err(e) if e.api().is_some() && !e.is_auth() && !e.is_access() => {
                     // The server refused the combination: that is the answer, and a failure.
                     if args.json {
-                        println!("{}", serde_json::json!({"ip": ip, "available": false, "error": e.api()}));
+                        println!(
+                            "{}",
+                            serde_json::json!({"ip": ip, "available": false, "error": e.api()})
+                        );
                     } else {
                         println!("{ip}: not available: {}", e.kind);
                     }
@@ -202,10 +232,22 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
             }
             let s = settings(&args)?;
             let client = Client::new(&s.billmgr)?;
-            client.edit(*elid, licname.as_deref(), ip.as_deref()).await?;
-            tracing::info!(event = "edit", elid, licname = licname.as_deref(), ip = ip.as_deref(), outcome = "ok", "license changed");
+            client
+                .edit(*elid, licname.as_deref(), ip.as_deref())
+                .await?;
+            tracing::info!(
+                event = "edit",
+                elid,
+                licname = licname.as_deref(),
+                ip = ip.as_deref(),
+                outcome = "ok",
+                "license changed"
+            );
             if args.json {
-                println!("{}", serde_json::json!({"elid": elid, "outcome": "ok", "licname": licname, "ip": ip}));
+                println!(
+                    "{}",
+                    serde_json::json!({"elid": elid, "outcome": "ok", "licname": licname, "ip": ip})
+                );
             } else {
                 println!("license {elid} changed");
             }
@@ -216,18 +258,30 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
             let client = Client::new(&s.billmgr)?;
             let lic = client.view(*elid).await?;
             let prod = s.catalog.by_price(lic.product).ok_or_else(|| {
-                Failure::Usage(format!("license {elid} is of product {} which the catalog does not know", lic.product))
+                Failure::Usage(format!(
+                    "license {elid} is of product {} which the catalog does not know",
+                    lic.product
+                ))
             })?;
             let (prod, per) = resolve(&s.catalog, &prod.price.to_string(), period)?;
             if per.kind.is_trial() {
-                return Err(Failure::Usage(format!("{} is a trial period: trials cannot be renewed", per.label)));
+                return Err(Failure::Usage(format!(
+                    "{} is a trial period: trials cannot be renewed",
+                    per.label
+                )));
             }
             let ans = client.renew(*elid, per.id).await?;
             tracing::info!(event = "renewal", elid, licname = %lic.licname, product = %prod.name, period = %per.label, outcome = "ok", "license renewed by hand");
             if args.json {
-                println!("{}", serde_json::json!({"elid": elid, "outcome": "ok", "period": per.label, "expiry_before": lic.expiry, "new_expiry": ans.new_expiry}));
+                println!(
+                    "{}",
+                    serde_json::json!({"elid": elid, "outcome": "ok", "period": per.label, "expiry_before": lic.expiry, "new_expiry": ans.new_expiry})
+                );
             } else {
-                println!("license {elid} renewed for {} (expiry was {})", per.label, lic.expiry);
+                println!(
+                    "license {elid} renewed for {} (expiry was {})",
+                    per.label, lic.expiry
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -269,7 +323,11 @@ fn optional_settings(args: &Args) -> Result<Option<Settings>, Failure> {
     settings(args).map(Some)
 }
 
-fn resolve<'c>(catalog: &'c Catalog, product: &str, period: &str) -> Result<(&'c Product, &'c Period), Failure> {
+fn resolve<'c>(
+    catalog: &'c Catalog,
+    product: &str,
+    period: &str,
+) -> Result<(&'c Product, &'c Period), Failure> {
     catalog
         .period_for(product, period)
         .map_err(|e| Failure::Usage(e.to_string()))
@@ -277,13 +335,28 @@ fn resolve<'c>(catalog: &'c Catalog, product: &str, period: &str) -> Result<(&'c
 
 fn print_catalog(catalog: &Catalog, json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(catalog).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(catalog).unwrap_or_default()
+        );
         return;
     }
-    let mut rows = vec![vec!["PRODUCT".to_owned(), "PRICE".into(), "PERIOD".into(), "LABEL".into(), "KIND".into()]];
+    let mut rows = vec![vec![
+        "PRODUCT".to_owned(),
+        "PRICE".into(),
+        "PERIOD".into(),
+        "LABEL".into(),
+        "KIND".into(),
+    ]];
     for p in &catalog.products {
         for per in &p.periods {
-            rows.push(vec![p.name.clone(), p.price.to_string(), per.id.to_string(), per.label.clone(), per.kind.describe()]);
+            rows.push(vec![
+                p.name.clone(),
+                p.price.to_string(),
+                per.id.to_string(),
+                per.label.clone(),
+                per.kind.describe(),
+            ]);
         }
     }
     print_table(&rows);
@@ -291,7 +364,10 @@ fn print_catalog(catalog: &Catalog, json: bool) {
 
 fn print_licenses(catalog: &Catalog, licenses: &[License], json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(licenses).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(licenses).unwrap_or_default()
+        );
         return;
     }
     let mut rows = vec![vec![
@@ -304,10 +380,18 @@ fn print_licenses(catalog: &Catalog, licenses: &[License], json: bool) {
         "STATUS".into(),
     ]];
     for l in licenses {
-        let product = catalog.by_price(l.product).map(|p| p.name.clone()).unwrap_or_else(|| l.product.to_string());
+        let product = catalog
+            .by_price(l.product)
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|| l.product.to_string());
         let period = l
             .period
-            .map(|id| catalog.by_period(id).map(|(_, p)| p.label.clone()).unwrap_or_else(|| id.to_string()))
+            .map(|id| {
+                catalog
+                    .by_period(id)
+                    .map(|(_, p)| p.label.clone())
+                    .unwrap_or_else(|| id.to_string())
+            })
             .unwrap_or_default();
         rows.push(vec![
             l.elid.to_string(),
@@ -327,10 +411,20 @@ fn print_licenses(catalog: &Catalog, licenses: &[License], json: bool) {
 pub fn print_table(rows: &[Vec<String>]) {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for r in rows {
-        let line: Vec<String> = r.iter().enumerate().map(|(i, s)| format!("{s:<w$}", w = widths[i])).collect();
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{s:<w$}", w = widths[i]))
+            .collect();
         println!("{}", line.join("  ").trim_end());
     }
 }

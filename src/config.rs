@@ -373,7 +373,9 @@ pub fn load_with_env(
 
 fn from_config_error(file: &Path, e: config::ConfigError) -> ConfigError {
     match e {
-        config::ConfigError::FileParse { cause, .. } => ConfigError::new(file, None, cause.to_string()),
+        config::ConfigError::FileParse { cause, .. } => {
+            ConfigError::new(file, None, cause.to_string())
+        }
         config::ConfigError::At { error, key, .. } => {
             // The inner error may repeat the key; keep its own words.
             let inner = match *error {
@@ -397,7 +399,13 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
         .map(Path::to_path_buf)
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
-    let resolve = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+    let resolve = |p: &Path| {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base.join(p)
+        }
+    };
     let err = |key: &str, msg: String| ConfigError::new(file, Some(key), msg);
 
     let b = raw
@@ -405,7 +413,10 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
         .ok_or_else(|| ConfigError::new(file, Some("billmgr"), "section [billmgr] is missing"))?;
     let url = url::Url::parse(&b.url).map_err(|e| err("billmgr.url", format!("not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(err("billmgr.url", "must start with https:// (or http://)".into()));
+        return Err(err(
+            "billmgr.url",
+            "must start with https:// (or http://)".into(),
+        ));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(err(
@@ -427,7 +438,12 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
                 "\"billmgr5\" (BILLmanager 5/6) is not supported yet; use \"billmgr4\"".into(),
             ));
         }
-        other => return Err(err("billmgr.api", format!("{other:?} is not one of \"billmgr4\""))),
+        other => {
+            return Err(err(
+                "billmgr.api",
+                format!("{other:?} is not one of \"billmgr4\""),
+            ));
+        }
     };
     let auth = match b.auth.as_str() {
         "authinfo" => AuthMode::Authinfo,
@@ -450,7 +466,10 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
             ));
         }
         (Some(Password(p)), None) => Some(SecretString::from(p)),
-        (None, Some(path)) => Some(read_password_file(file, &resolve(&expand_credentials(&path)))?),
+        (None, Some(path)) => Some(read_password_file(
+            file,
+            &resolve(&expand_credentials(&path)),
+        )?),
         (None, None) => match std::env::var_os("CREDENTIALS_DIRECTORY") {
             // systemd's LoadCredential=password:… without any key in the file.
             Some(dir) if Path::new(&dir).join("password").is_file() => {
@@ -485,7 +504,12 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
         None => match std::env::var_os("STATE_DIRECTORY") {
             // systemd may pass several directories separated by ':'; the first is ours.
             Some(dirs) => {
-                let first = dirs.to_string_lossy().split(':').next().unwrap_or("").to_owned();
+                let first = dirs
+                    .to_string_lossy()
+                    .split(':')
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
                 PathBuf::from(first).join("licrenew.db")
             }
             None => base.join("licrenew.db"),
@@ -609,10 +633,16 @@ password = "canary-Zq8#pw"
         assert_eq!(s.renewal.settle, Duration::from_secs(300));
         assert_eq!(s.catalog.products.len(), 10);
         assert_eq!(
-            s.billmgr.password.as_ref().map(|p| p.expose_secret().to_owned()),
+            s.billmgr
+                .password
+                .as_ref()
+                .map(|p| p.expose_secret().to_owned()),
             Some("canary-Zq8#pw".into())
         );
-        assert!(!format!("{s:?}").contains("canary-Zq8"), "Debug hides the password");
+        assert!(
+            !format!("{s:?}").contains("canary-Zq8"),
+            "Debug hides the password"
+        );
     }
 
     #[test]
@@ -621,8 +651,14 @@ password = "canary-Zq8#pw"
         let f = write(dir.path(), "c.toml", MINIMAL);
         let env = HashMap::from([
             ("LICRENEW__BILLMGR__TIMEOUT".to_owned(), "5s".to_owned()),
-            ("LICRENEW__RENEWAL__MAX_PER_CYCLE".to_owned(), "3".to_owned()),
-            ("LICRENEW__DATABASE__URL".to_owned(), "sqlite://state/x.db".to_owned()),
+            (
+                "LICRENEW__RENEWAL__MAX_PER_CYCLE".to_owned(),
+                "3".to_owned(),
+            ),
+            (
+                "LICRENEW__DATABASE__URL".to_owned(),
+                "sqlite://state/x.db".to_owned(),
+            ),
         ]);
         let s = load_with_env(&f, Some(env)).expect("valid");
         assert_eq!(s.billmgr.timeout, Duration::from_secs(5));
@@ -633,7 +669,11 @@ password = "canary-Zq8#pw"
     #[test]
     fn an_unknown_key_names_the_file_and_the_key() {
         let dir = tempfile::tempdir().expect("tmp");
-        let f = write(dir.path(), "c.toml", &format!("{MINIMAL}\n[renewal]\nmax_per_cylce = 3\n"));
+        let f = write(
+            dir.path(),
+            "c.toml",
+            &format!("{MINIMAL}\n[renewal]\nmax_per_cylce = 3\n"),
+        );
         let e = load_with_env(&f, Some(HashMap::new())).expect_err("unknown key");
         let text = e.to_string();
         assert!(text.starts_with(&f.display().to_string()), "{text}");
@@ -650,7 +690,11 @@ password = "canary-Zq8#pw"
         );
         let e = load_with_env(&f, Some(HashMap::new())).expect_err("bad duration");
         assert!(e.to_string().contains("timeout"), "{e}");
-        let f = write(dir.path(), "d.toml", &format!("{MINIMAL}\n[renewal]\nconcurrency = \"many\"\n"));
+        let f = write(
+            dir.path(),
+            "d.toml",
+            &format!("{MINIMAL}\n[renewal]\nconcurrency = \"many\"\n"),
+        );
         let e = load_with_env(&f, Some(HashMap::new())).expect_err("bad type");
         assert!(e.to_string().contains("concurrency"), "{e}");
     }
@@ -679,7 +723,10 @@ password = "canary-Zq8#pw"
         );
         let s = load_with_env(&f, Some(HashMap::new())).expect("valid");
         assert_eq!(
-            s.billmgr.password.as_ref().map(|p| p.expose_secret().to_owned()),
+            s.billmgr
+                .password
+                .as_ref()
+                .map(|p| p.expose_secret().to_owned()),
             Some("from-file".into())
         );
         let f = write(

@@ -24,7 +24,11 @@ pub enum Status {
 impl Status {
     /// Parses a raw `status` value: a number, or a 5/6 `orig` such as `3_autosuspend`.
     pub fn parse(raw: &str) -> Status {
-        let lead: String = raw.trim().chars().take_while(char::is_ascii_digit).collect();
+        let lead: String = raw
+            .trim()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
         match lead.as_str() {
             "1" => Status::Ordered,
             "2" => Status::Active,
@@ -109,7 +113,10 @@ mod tests {
 
     #[test]
     fn dates_parse_strictly() {
-        assert_eq!(parse_date("2024-07-01"), NaiveDate::from_ymd_opt(2024, 7, 1));
+        assert_eq!(
+            parse_date("2024-07-01"),
+            NaiveDate::from_ymd_opt(2024, 7, 1)
+        );
         assert_eq!(parse_date("0000-00-00"), None);
         assert_eq!(parse_date("2024-02-30"), None);
         assert_eq!(parse_date("tomorrow"), None);

@@ -103,10 +103,13 @@ impl Client {
     /// filter is set, used and cleared again); without, all of them (the filter is cleared first,
     /// since the server keeps it per user).
     pub async fn list(&self, window: Option<(NaiveDate, NaiveDate)>) -> Result<Listing, Error> {
-        self.call_ok(&self.dialect.set_filter(window), Kind::Read).await?;
+        self.call_ok(&self.dialect.set_filter(window), Kind::Read)
+            .await?;
         let listing = self.list_now().await;
         if window.is_some()
-            && let Err(e) = self.call_ok(&self.dialect.set_filter(None), Kind::Read).await
+            && let Err(e) = self
+                .call_ok(&self.dialect.set_filter(None), Kind::Read)
+                .await
         {
             tracing::warn!(error = %e, "could not clear the saved license filter");
         }
@@ -118,11 +121,15 @@ impl Client {
         let dialect = self.dialect;
         let mut listing = Listing::default();
         let doc = self
-            .call_rows(&call, Kind::Read, &mut |row: Fields| match dialect.license(&row) {
-                Some(Ok(l)) => listing.licenses.push(l),
-                Some(Err(e)) => listing.bad_rows.push(e),
-                None => {}
-            })
+            .call_rows(
+                &call,
+                Kind::Read,
+                &mut |row: Fields| match dialect.license(&row) {
+                    Some(Ok(l)) => listing.licenses.push(l),
+                    Some(Err(e)) => listing.bad_rows.push(e),
+                    None => {}
+                },
+            )
             .await?;
         if doc.rows == 0 && doc.ok.is_some() {
             return Err(Error::new(
@@ -142,14 +149,32 @@ impl Client {
     /// Reads one license.
     pub async fn view(&self, elid: i64) -> Result<License, Error> {
         let call = self.dialect.view(elid);
-        let doc = self.call_ok_or_data(&call, Kind::Read).await?;
+        let mut doc = self.call_ok_or_data(&call, Kind::Read).await?;
+        if doc.fields.get("id").is_none() && doc.fields.get("elid").is_none() {
+            // A form may omit the id; the elid asked for is the license.
+            doc.fields.0.push((
+                "id".into(),
+                xml::Value {
+                    text: elid.to_string(),
+                    orig: None,
+                },
+            ));
+        }
         match self.dialect.license(&doc.fields) {
-            Some(Ok(mut l)) => {
-                // Some servers omit the id in a form; the elid asked for is the license.
-                l.elid = elid;
-                Ok(l)
-            }
-            Some(Err(e)) => Err(Error::new(call.func, Some(elid), ErrorKind::Unexpected(e.reason))),
+            Some(Ok(l)) if l.elid == elid => Ok(l),
+            Some(Ok(l)) => Err(Error::new(
+                call.func,
+                Some(elid),
+                ErrorKind::Unexpected(format!(
+                    "asked for license {elid}, the answer is license {}",
+                    l.elid
+                )),
+            )),
+            Some(Err(e)) => Err(Error::new(
+                call.func,
+                Some(elid),
+                ErrorKind::Unexpected(e.reason),
+            )),
             None => Err(Error::new(
                 call.func,
                 Some(elid),
@@ -159,7 +184,13 @@ impl Client {
     }
 
     /// Orders a new license (paid). Returns its id when the answer carries one.
-    pub async fn order(&self, product: i64, period: i64, licname: &str, ip: &str) -> Result<Option<i64>, Error> {
+    pub async fn order(
+        &self,
+        product: i64,
+        period: i64,
+        licname: &str,
+        ip: &str,
+    ) -> Result<Option<i64>, Error> {
         let call = self.dialect.order(product, period, licname, ip);
         let doc = self.call_ok_or_data(&call, Kind::Write).await?;
         let id = self.dialect.ordered_id(&doc);
@@ -188,7 +219,12 @@ impl Client {
     }
 
     /// Changes a license's name and/or IP.
-    pub async fn edit(&self, elid: i64, licname: Option<&str>, ip: Option<&str>) -> Result<(), Error> {
+    pub async fn edit(
+        &self,
+        elid: i64,
+        licname: Option<&str>,
+        ip: Option<&str>,
+    ) -> Result<(), Error> {
         if licname.is_none() && ip.is_none() {
             return Err(Error::new(
                 "software.edit",
@@ -204,7 +240,10 @@ impl Client {
     pub async fn renew(&self, elid: i64, period: i64) -> Result<Renewed, Error> {
         let call = self.dialect.renew(elid, period);
         let doc = self.call_ok_or_data(&call, Kind::Write).await?;
-        let new_expiry = doc.fields.get("newexpiredate").and_then(crate::domain::parse_date);
+        let new_expiry = doc
+            .fields
+            .get("newexpiredate")
+            .and_then(crate::domain::parse_date);
         if doc.ok.is_none() && new_expiry.is_none() {
             return Err(Error::new(
                 call.func,
@@ -245,8 +284,17 @@ impl Client {
     }
 
     /// Sends a call (retrying reads), handing rows to `on_row`; API errors become `Err`.
-    async fn call_rows(&self, call: &Call, kind: Kind, on_row: &mut dyn FnMut(Fields)) -> Result<Document, Error> {
-        let attempts = if kind == Kind::Read { self.cfg.read_attempts.max(1) } else { 1 };
+    async fn call_rows(
+        &self,
+        call: &Call,
+        kind: Kind,
+        on_row: &mut dyn FnMut(Fields),
+    ) -> Result<Document, Error> {
+        let attempts = if kind == Kind::Read {
+            self.cfg.read_attempts.max(1)
+        } else {
+            1
+        };
         let mut relogged = false;
         let mut attempt = 0;
         loop {
@@ -260,7 +308,11 @@ impl Client {
                 self.auth_refused.store(true, Ordering::SeqCst);
                 return Err(err);
             }
-            if err.is_access() && self.cfg.auth == AuthMode::Session && !relogged && kind == Kind::Read {
+            if err.is_access()
+                && self.cfg.auth == AuthMode::Session
+                && !relogged
+                && kind == Kind::Read
+            {
                 // An expired session answers `access`: log in again, once.
                 tracing::info!(func = call.func, "session expired; logging in again");
                 *self.session.lock().await = None;
@@ -278,7 +330,11 @@ impl Client {
         }
     }
 
-    async fn send_once(&self, call: &Call, on_row: &mut dyn FnMut(Fields)) -> Result<Document, Error> {
+    async fn send_once(
+        &self,
+        call: &Call,
+        on_row: &mut dyn FnMut(Fields),
+    ) -> Result<Document, Error> {
         if self.auth_refused.load(Ordering::SeqCst) {
             return Err(Error::new(
                 call.func,
@@ -292,7 +348,11 @@ impl Client {
         let sid;
         match self.cfg.auth {
             AuthMode::Authinfo => {
-                authinfo = SecretString::from(format!("{}:{}", self.cfg.username, self.password.expose_secret()));
+                authinfo = SecretString::from(format!(
+                    "{}:{}",
+                    self.cfg.username,
+                    self.password.expose_secret()
+                ));
                 form.push(("authinfo", authinfo.expose_secret()));
             }
             AuthMode::Session => {
@@ -302,7 +362,11 @@ impl Client {
         }
         let doc = self.post(call.func, call.elid, &form, on_row).await?;
         if let Some(raw) = doc.error.clone() {
-            return Err(Error::new(call.func, call.elid, ErrorKind::Api(ApiError::from_raw(raw))));
+            return Err(Error::new(
+                call.func,
+                call.elid,
+                ErrorKind::Api(ApiError::from_raw(raw)),
+            ));
         }
         Ok(doc)
     }
@@ -343,7 +407,13 @@ impl Client {
             .attr("auth", "id")
             .or_else(|| doc.fields.non_empty("auth"))
             .map(str::to_owned)
-            .ok_or_else(|| Error::new("auth", None, ErrorKind::Unexpected("no session id in the login answer".into())))?;
+            .ok_or_else(|| {
+                Error::new(
+                    "auth",
+                    None,
+                    ErrorKind::Unexpected("no session id in the login answer".into()),
+                )
+            })?;
         tracing::debug!("logged in");
         Ok(SecretString::from(sid))
     }
@@ -367,10 +437,14 @@ impl Client {
             .map_err(|e| fail(self.classify(e)))?;
         let status = resp.status();
         if status.is_redirection() {
-            return Err(fail(ErrorKind::Redirect { status: status.as_u16() }));
+            return Err(fail(ErrorKind::Redirect {
+                status: status.as_u16(),
+            }));
         }
         if !status.is_success() {
-            return Err(fail(ErrorKind::Http { status: status.as_u16() }));
+            return Err(fail(ErrorKind::Http {
+                status: status.as_u16(),
+            }));
         }
         if let Some(len) = resp.content_length()
             && len > self.cfg.max_body
@@ -379,12 +453,21 @@ impl Client {
         }
         let body = self.read_body(resp).await.map_err(fail)?;
         let doc = xml::parse_with(&body, on_row).map_err(|e| fail(ErrorKind::Xml(e)))?;
-        tracing::debug!(func, elid, bytes = body.len(), rows = doc.rows, elapsed_ms = started.elapsed().as_millis() as u64, "api call");
+        tracing::debug!(
+            func,
+            elid,
+            bytes = body.len(),
+            rows = doc.rows,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "api call"
+        );
         Ok(doc)
     }
 
     async fn read_body(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, ErrorKind> {
-        let mut body = Vec::with_capacity(resp.content_length().unwrap_or(4096).min(self.cfg.max_body) as usize);
+        let mut body = Vec::with_capacity(
+            resp.content_length().unwrap_or(4096).min(self.cfg.max_body) as usize,
+        );
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {

@@ -46,7 +46,10 @@ impl Dialect {
     /// Sets the server-side saved expiry filter (`None` clears it).
     pub fn set_filter(&self, window: Option<(NaiveDate, NaiveDate)>) -> Call {
         let (from, to) = match window {
-            Some((f, t)) => (f.format("%Y-%m-%d").to_string(), t.format("%Y-%m-%d").to_string()),
+            Some((f, t)) => (
+                f.format("%Y-%m-%d").to_string(),
+                t.format("%Y-%m-%d").to_string(),
+            ),
             None => (String::new(), String::new()),
         };
         Call::new("software.filter")
@@ -92,7 +95,10 @@ impl Dialect {
     }
 
     pub fn renew(&self, elid: i64, period: i64) -> Call {
-        Call::new("software.period").elid(elid).p("period", period).sok()
+        Call::new("software.period")
+            .elid(elid)
+            .p("period", period)
+            .sok()
     }
 
     /// A list row → a license. `None` for rows that are not licenses (no `expiredate`).
@@ -108,8 +114,8 @@ impl Dialect {
                 .parse::<i64>()
                 .map_err(|_| bad(format!("id {id_raw:?} is not a number")))?;
             let raw_exp = row.get("expiredate").unwrap_or_default();
-            let expiry =
-                parse_date(raw_exp).ok_or_else(|| bad(format!("expiredate {raw_exp:?} is not YYYY-MM-DD")))?;
+            let expiry = parse_date(raw_exp)
+                .ok_or_else(|| bad(format!("expiredate {raw_exp:?} is not YYYY-MM-DD")))?;
             let raw_price = row.get("price").unwrap_or_default();
             let product = raw_price
                 .parse::<i64>()
@@ -163,7 +169,11 @@ mod tests {
         assert_eq!(c.func, "software.period");
         assert_eq!(
             c.params,
-            vec![("elid", "334673".into()), ("period", "8".into()), ("sok", "ok".into())]
+            vec![
+                ("elid", "334673".into()),
+                ("period", "8".into()),
+                ("sok", "ok".into())
+            ]
         );
     }
 

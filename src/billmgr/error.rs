@@ -228,7 +228,10 @@ mod tests {
             code: Some("4".into()),
             val: Some("ip".into()),
             msg: Some("Bad __value__ for __object__".into()),
-            params: vec![("value".into(), "1.2.3.4".into()), ("object".into(), "ip".into())],
+            params: vec![
+                ("value".into(), "1.2.3.4".into()),
+                ("object".into(), "ip".into()),
+            ],
             ..RawError::default()
         };
         let e = ApiError::from_raw(raw);
@@ -243,8 +246,15 @@ mod tests {
 
     #[test]
     fn errors_name_the_function_and_elid() {
-        let e = Error::new("software.period", Some(334673), ErrorKind::Http { status: 502 });
-        assert_eq!(e.to_string(), "software.period (elid 334673): HTTP status 502");
+        let e = Error::new(
+            "software.period",
+            Some(334673),
+            ErrorKind::Http { status: 502 },
+        );
+        assert_eq!(
+            e.to_string(),
+            "software.period (elid 334673): HTTP status 502"
+        );
         assert_eq!(e.certainty(), Certainty::Unknown);
         assert!(e.is_transient());
     }

@@ -264,7 +264,9 @@ impl<'a> Parser<'a> {
                         }
                         "ok" => {
                             let v = self.read_simple(&e)?;
-                            self.doc.ok.get_or_insert(v.map(|v| v.text).unwrap_or_default());
+                            self.doc
+                                .ok
+                                .get_or_insert(v.map(|v| v.text).unwrap_or_default());
                         }
                         _ => {
                             if let Some(v) = self.read_simple(&e)? {
@@ -448,7 +450,11 @@ fn attr(e: &BytesStart<'_>, name: &str) -> Option<String> {
     e.attributes()
         .flatten()
         .find(|a| a.key.as_ref() == name)
-        .and_then(|a| a.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok().map(|v| v.into_owned()))
+        .and_then(|a| {
+            a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .ok()
+                .map(|v| v.into_owned())
+        })
 }
 
 fn error_attrs(e: &BytesStart<'_>) -> RawError {
@@ -508,7 +514,10 @@ mod tests {
         assert_eq!(rows[1].get("item_status"), Some("3_autosuspend"));
         assert_eq!(rows[1].text("item_status"), Some("Suspended"));
         assert_eq!(doc.fields.get("p_cnt"), Some("2"));
-        assert!(!doc.fields.has("tparams"), "structured noise is not a field");
+        assert!(
+            !doc.fields.has("tparams"),
+            "structured noise is not a field"
+        );
         assert!(doc.error.is_none());
     }
 
@@ -531,7 +540,10 @@ mod tests {
         assert_eq!(e.object.as_deref(), Some("period"));
         assert_eq!(e.code.as_deref(), Some("4"));
         assert_eq!(e.param("value"), Some("380"));
-        assert_eq!(e.msg.as_deref(), Some("The \"Period\" field has invalid value."));
+        assert_eq!(
+            e.msg.as_deref(),
+            Some("The \"Period\" field has invalid value.")
+        );
         assert_eq!(e.detail.as_deref(), Some("bad"));
     }
 

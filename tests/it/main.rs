@@ -1,0 +1,5 @@
+//! The one integration test binary: the client against a mock HTTP server, and the real
+//! `licrenew` binary against the simulator on loopback with real SQLite files.
+
+mod client;
+mod support;
