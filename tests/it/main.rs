@@ -2,4 +2,5 @@
 //! `licrenew` binary against the simulator on loopback with real SQLite files.
 
 mod client;
+mod sim_smoke;
 mod support;
