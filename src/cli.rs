@@ -74,14 +74,47 @@ pub enum Command {
         #[arg(long)]
         period: String,
     },
-    /// Show licenses
+    /// Show licenses (from the local database; --live asks the API)
     Licenses {
-        /// Read them straight from the API
+        /// Read them straight from the API instead of the database
         #[arg(long)]
         live: bool,
         /// Only those expiring within this time (e.g. "30d"); with --live uses the server filter
         #[arg(long, value_parser = humantime::parse_duration)]
         expiring: Option<std::time::Duration>,
+    },
+    /// List the licenses expiring inside the window and record them in the database
+    Sync,
+    /// Run one renewal cycle now (sync, reconcile, plan, renew); exit 1 if a renewal failed
+    Renew {
+        /// Print the plan and make no paid call
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show the renewal journal (newest first)
+    History {
+        /// Only this license
+        #[arg(long)]
+        elid: Option<i64>,
+        /// At most this many rows
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Validate config, catalog and policies; --online also logs in
+    Check {
+        #[arg(long)]
+        online: bool,
+    },
+    /// Run the renewal service on the configured cron schedule until SIGTERM
+    Run,
+    /// Try licrenew out: a built-in simulator, sample policies and a fast schedule (Ctrl-C ends it)
+    Demo {
+        /// Sample licenses in the simulated account
+        #[arg(long, default_value_t = 30)]
+        licenses: usize,
+        /// Seconds between cycles
+        #[arg(long, default_value_t = 10)]
+        every: u32,
     },
     /// Run the BILLmanager simulator on loopback (for tests, benchmarks and trying licrenew out)
     Sim {
@@ -110,6 +143,8 @@ pub enum Failure {
     #[error("{0}")]
     Config(#[from] ConfigError),
     #[error("{0}")]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error("{0}")]
     Usage(String),
     #[error("{0}")]
     Api(#[from] billmgr::Error),
@@ -120,7 +155,7 @@ pub enum Failure {
 impl Failure {
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Failure::Config(_) => ExitCode::from(78),
+            Failure::Config(_) | Failure::Policy(_) => ExitCode::from(78),
             Failure::Usage(_) => ExitCode::from(2),
             // A missing password is a configuration problem.
             Failure::Api(e) if e.func == "init" => ExitCode::from(78),
@@ -253,45 +288,26 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Prolong { elid, period } => {
-            let s = settings(&args)?;
-            let client = Client::new(&s.billmgr)?;
-            let lic = client.view(*elid).await?;
-            let prod = s.catalog.by_price(lic.product).ok_or_else(|| {
-                Failure::Usage(format!(
-                    "license {elid} is of product {} which the catalog does not know",
-                    lic.product
-                ))
-            })?;
-            let (prod, per) = resolve(&s.catalog, &prod.price.to_string(), period)?;
-            if per.kind.is_trial() {
-                return Err(Failure::Usage(format!(
-                    "{} is a trial period: trials cannot be renewed",
-                    per.label
-                )));
-            }
-            let ans = client.renew(*elid, per.id).await?;
-            tracing::info!(event = "renewal", elid, licname = %lic.licname, product = %prod.name, period = %per.label, outcome = "ok", "license renewed by hand");
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"elid": elid, "outcome": "ok", "period": per.label, "expiry_before": lic.expiry, "new_expiry": ans.new_expiry})
-                );
-            } else {
-                println!(
-                    "license {elid} renewed for {} (expiry was {})",
-                    per.label, lic.expiry
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Prolong { elid, period } => prolong(&args, *elid, period).await,
         Command::Licenses { live, expiring } => {
-            if !live {
-                return Err(Failure::Usage(
-                    "licenses are read from the API with --live (the local database arrives with the renewal daemon)".into(),
-                ));
-            }
             let s = settings(&args)?;
+            if !live {
+                let store = crate::store::Store::open(&s.database)
+                    .await
+                    .map_err(anyhow::Error::from)?;
+                let today = chrono::Utc::now().date_naive();
+                let horizon =
+                    expiring.map(|d| today + chrono::Duration::from_std(d).unwrap_or_default());
+                let rows: Vec<_> = store
+                    .licenses()
+                    .await
+                    .map_err(anyhow::Error::from)?
+                    .into_iter()
+                    .filter(|l| horizon.is_none_or(|h| l.expiry <= h))
+                    .collect();
+                print_stored(&s.catalog, &rows, args.json);
+                return Ok(ExitCode::SUCCESS);
+            }
             let client = Client::new(&s.billmgr)?;
             let window = expiring.map(|d| {
                 let today = chrono::Utc::now().date_naive();
@@ -303,7 +319,268 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
             print_licenses(&s.catalog, &listing.licenses, args.json);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sync => cycle(&args, crate::daemon::Mode::Sync).await,
+        Command::Renew { dry_run } => {
+            let mode = if *dry_run {
+                crate::daemon::Mode::DryRun
+            } else {
+                crate::daemon::Mode::Renew
+            };
+            cycle(&args, mode).await
+        }
+        Command::History { elid, limit } => {
+            let s = settings(&args)?;
+            let store = crate::store::Store::open(&s.database)
+                .await
+                .map_err(anyhow::Error::from)?;
+            let rows = store
+                .history(*elid, *limit)
+                .await
+                .map_err(anyhow::Error::from)?;
+            print_history(&s.catalog, &rows, args.json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { online } => check(&args, *online).await,
+        Command::Run => {
+            let s = settings(&args)?;
+            let policies = crate::policy::Policies::load_dir(&s.policies_dir, &s.catalog)?;
+            crate::billmgr::Client::new(&s.billmgr)?;
+            crate::daemon::run(s, policies).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { licenses, every } => crate::demo::run(*licenses, *every)
+            .await
+            .map_err(Failure::Other),
     }
+}
+
+/// One cycle now: `sync`, `renew` or `renew --dry-run`.
+async fn cycle(args: &Args, mode: crate::daemon::Mode) -> Result<ExitCode, Failure> {
+    let s = settings(args)?;
+    let policies = crate::policy::Policies::load_dir(&s.policies_dir, &s.catalog)?;
+    crate::billmgr::Client::new(&s.billmgr)?;
+    let (ctx, _lock) = crate::daemon::open(s, policies).await?;
+    let (_tx, stop) = tokio::sync::watch::channel(false);
+    let report = crate::daemon::run_once(&ctx, mode, &stop)
+        .await
+        .map_err(anyhow::Error::from)?;
+    ctx.store.close().await;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        if mode != crate::daemon::Mode::Sync {
+            print_events(&report.events);
+        }
+        println!("{}", report.summary());
+    }
+    Ok(if report.failed() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Renews one license by hand, through the same journal and fences as the daemon.
+async fn prolong(args: &Args, elid: i64, period: &str) -> Result<ExitCode, Failure> {
+    let s = settings(args)?;
+    let policies =
+        crate::policy::Policies::load_dir(&s.policies_dir, &s.catalog).unwrap_or_default();
+    crate::billmgr::Client::new(&s.billmgr)?;
+    let (ctx, _lock) = crate::daemon::open(s, policies).await?;
+    let lic = ctx.client.view(elid).await?;
+    let prod = ctx.settings.catalog.by_price(lic.product).ok_or_else(|| {
+        Failure::Usage(format!(
+            "license {elid} is of product {} which the catalog does not know",
+            lic.product
+        ))
+    })?;
+    let (_, per) = resolve(&ctx.settings.catalog, &prod.price.to_string(), period)?;
+    if per.kind.is_trial() {
+        return Err(Failure::Usage(format!(
+            "{} is a trial period: trials cannot be renewed",
+            per.label
+        )));
+    }
+    let per_id = per.id;
+    // An earlier renewal of this license with an unknown outcome is settled first.
+    let cycle = ctx
+        .store
+        .begin_cycle("prolong", chrono::Utc::now())
+        .await
+        .map_err(anyhow::Error::from)?;
+    let exec = crate::renew::Executor {
+        client: &ctx.client,
+        store: &ctx.store,
+        catalog: &ctx.settings.catalog,
+        settle: ctx.settings.renewal.settle,
+        max_per_cycle: 1,
+        cycle: Some(cycle),
+        source: "manual",
+    };
+    let mut counts = crate::store::CycleCounts::default();
+    for row in ctx
+        .store
+        .open_renewals()
+        .await
+        .map_err(anyhow::Error::from)?
+        .into_iter()
+        .filter(|r| r.elid == elid)
+    {
+        let ev = exec
+            .reconcile(&row)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        ev.emit(Some(cycle));
+        counts.reconciled += 1;
+        if ev.outcome == crate::renew::Outcome::Unknown {
+            ctx.store
+                .end_cycle(
+                    cycle,
+                    &counts,
+                    "failed",
+                    Some("earlier renewal unsettled"),
+                    chrono::Utc::now(),
+                )
+                .await
+                .map_err(anyhow::Error::from)?;
+            return Err(Failure::Other(anyhow::anyhow!(
+                "license {elid}: an earlier renewal's outcome is still unknown ({}); not paying again until it settles",
+                ev.reason.unwrap_or_default()
+            )));
+        }
+    }
+    let action = crate::policy::Action {
+        license: lic,
+        kind: crate::policy::ActionKind::Renew,
+        reason: Some("manual".into()),
+        period: Some(per_id),
+        policy_file: None,
+        policy_hash: None,
+        due: None,
+    };
+    let result = exec.renew(&action).await;
+    let (ev, outcome) = match result {
+        Ok(ev) => {
+            let o = if ev.outcome == crate::renew::Outcome::Ok {
+                "ok"
+            } else {
+                "failed"
+            };
+            (ev, o)
+        }
+        Err(e) => {
+            ctx.store
+                .end_cycle(
+                    cycle,
+                    &counts,
+                    "auth_failed",
+                    Some(&e.to_string()),
+                    chrono::Utc::now(),
+                )
+                .await
+                .map_err(anyhow::Error::from)?;
+            return Err(Failure::Other(anyhow::anyhow!("{e}")));
+        }
+    };
+    ev.emit(Some(cycle));
+    match ev.outcome {
+        crate::renew::Outcome::Ok => counts.renewed += 1,
+        crate::renew::Outcome::Error => counts.failed += 1,
+        crate::renew::Outcome::Unknown => counts.unknown += 1,
+        _ => counts.skipped += 1,
+    }
+    ctx.store
+        .end_cycle(
+            cycle,
+            &counts,
+            outcome,
+            ev.error_msg.as_deref(),
+            chrono::Utc::now(),
+        )
+        .await
+        .map_err(anyhow::Error::from)?;
+    ctx.store
+        .set_decision(
+            elid,
+            ev.outcome.as_str(),
+            ev.reason.as_deref(),
+            chrono::Utc::now(),
+        )
+        .await
+        .map_err(anyhow::Error::from)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&ev).unwrap_or_default());
+    } else {
+        print_events(std::slice::from_ref(&ev));
+    }
+    match ev.outcome {
+        crate::renew::Outcome::Ok => Ok(ExitCode::SUCCESS),
+        crate::renew::Outcome::Error => Err(Failure::Other(anyhow::anyhow!(
+            "license {elid}: renewal refused: type={} object={} {}",
+            ev.error_type.as_deref().unwrap_or("-"),
+            ev.error_object.as_deref().unwrap_or("-"),
+            ev.error_msg.as_deref().unwrap_or("")
+        ))),
+        crate::renew::Outcome::Unknown => Err(Failure::Other(anyhow::anyhow!(
+            "license {elid}: the renewal's outcome is unknown ({}); it will be reconciled by re-reading the license, never resent blindly",
+            ev.error_msg.as_deref().unwrap_or("")
+        ))),
+        _ => Err(Failure::Other(anyhow::anyhow!(
+            "license {elid}: not renewed: {}",
+            ev.reason.as_deref().unwrap_or("")
+        ))),
+    }
+}
+
+/// Validates config, catalog and policies; with `online`, logs in once.
+async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure> {
+    let s = settings(args)?;
+    let policies = crate::policy::Policies::load_dir(&s.policies_dir, &s.catalog)?;
+    println!("config     {}: ok", s.file.display());
+    println!("database   {}", s.database.display());
+    println!("catalog    {} products", s.catalog.products.len());
+    println!(
+        "schedule   {} (UTC), window {}",
+        s.schedule.cron,
+        humantime::format_duration(s.schedule.window)
+    );
+    if policies.is_empty() {
+        println!(
+            "policies   {}: none; nothing will be renewed",
+            s.policies_dir.display()
+        );
+        tracing::warn!(dir = %s.policies_dir.display(), "no policy files: licrenew will renew nothing");
+    }
+    for p in policies.iter() {
+        let period = p
+            .period
+            .map(|id| crate::renew::period_label(&s.catalog, id))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "policy     {}: {} renew={} period={} before={}",
+            p.file.display(),
+            p.product_name,
+            p.renew,
+            period,
+            humantime::format_duration(p.before)
+        );
+    }
+    if s.billmgr.password.is_none() {
+        return Err(Failure::Config(ConfigError::new(
+            &s.file,
+            Some("billmgr.password"),
+            "no password: set billmgr.password, billmgr.password_file or a systemd credential named \"password\"",
+        )));
+    }
+    if online {
+        let client = Client::new(&s.billmgr)?;
+        client.check_login().await?;
+        println!("login      {} at {}: ok", s.billmgr.username, s.billmgr.url);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn settings(args: &Args) -> Result<Settings, Failure> {
@@ -427,4 +704,114 @@ pub fn print_table(rows: &[Vec<String>]) {
             .collect();
         println!("{}", line.join("  ").trim_end());
     }
+}
+
+fn print_stored(catalog: &Catalog, rows: &[crate::store::StoredLicense], json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(rows).unwrap_or_default());
+        return;
+    }
+    let mut t = vec![vec![
+        "ELID".to_owned(),
+        "LICNAME".into(),
+        "PRODUCT".into(),
+        "EXPIRES".into(),
+        "STATUS".into(),
+        "LAST OUTCOME".into(),
+        "REASON".into(),
+    ]];
+    for l in rows {
+        let mut status = l.to_license().status.to_string();
+        if l.gone_since.is_some() {
+            status.push_str(" (gone)");
+        }
+        t.push(vec![
+            l.elid.to_string(),
+            l.licname.clone(),
+            crate::renew::product_name(catalog, l.product),
+            l.expiry.to_string(),
+            status,
+            l.last_outcome.clone().unwrap_or_default(),
+            l.last_reason.clone().unwrap_or_default(),
+        ]);
+    }
+    print_table(&t);
+    println!("{} license(s)", rows.len());
+}
+
+fn print_history(catalog: &Catalog, rows: &[crate::store::JournalRow], json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(rows).unwrap_or_default());
+        return;
+    }
+    let mut t = vec![vec![
+        "ID".to_owned(),
+        "WHEN (UTC)".into(),
+        "ELID".into(),
+        "LICNAME".into(),
+        "PERIOD".into(),
+        "EXPIRY BEFORE".into(),
+        "STATE".into(),
+        "NEW EXPIRY".into(),
+        "ERROR".into(),
+    ]];
+    for r in rows {
+        let error = match (&r.error_type, &r.error_class, &r.error_msg) {
+            (Some(t), _, m) => format!("{t}: {}", m.as_deref().unwrap_or("")),
+            (None, Some(c), m) => format!("{c}: {}", m.as_deref().unwrap_or("")),
+            (None, None, Some(m)) => m.clone(),
+            _ => String::new(),
+        };
+        t.push(vec![
+            r.id.to_string(),
+            r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            r.elid.to_string(),
+            r.licname.clone(),
+            crate::renew::period_label(catalog, r.period),
+            r.expiry_before.to_string(),
+            r.state.clone(),
+            r.new_expiry.map(|d| d.to_string()).unwrap_or_default(),
+            error,
+        ]);
+    }
+    print_table(&t);
+}
+
+fn print_events(events: &[crate::renew::Event]) {
+    if events.is_empty() {
+        return;
+    }
+    let mut t = vec![vec![
+        "ELID".to_owned(),
+        "LICNAME".into(),
+        "PRODUCT".into(),
+        "EXPIRES".into(),
+        "OUTCOME".into(),
+        "PERIOD".into(),
+        "DETAIL".into(),
+    ]];
+    for e in events {
+        let detail = match (&e.reason, &e.error_type) {
+            (_, Some(t)) => format!(
+                "{t} {}: {}",
+                e.error_object.as_deref().unwrap_or(""),
+                e.error_msg.as_deref().unwrap_or("")
+            ),
+            (Some(r), None) => r.clone(),
+            (None, None) => e
+                .new_expiry
+                .map(|d| format!("new expiry {d}"))
+                .unwrap_or_default(),
+        };
+        t.push(vec![
+            e.elid.to_string(),
+            e.licname.clone(),
+            e.product.clone(),
+            e.expiry.to_string(),
+            e.outcome.as_str().to_owned(),
+            e.period.clone().unwrap_or_default(),
+            detail,
+        ]);
+    }
+    print_table(&t);
 }

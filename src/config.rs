@@ -329,6 +329,17 @@ pub struct Settings {
     pub log_level: String,
 }
 
+/// Parses a cron expression the way the scheduler does: six fields (seven with a year),
+/// seconds first, day-of-month AND day-of-week, evaluated in UTC.
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr)
+        .map_err(|e| e.to_string())
+}
+
 /// Where the config file is: `--config`, else `LICRENEW_CONFIG`, else [`DEFAULT_PATH`].
 pub fn resolve_path(flag: Option<&Path>) -> PathBuf {
     flag.map(Path::to_path_buf)
@@ -516,6 +527,15 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
         },
     };
     let s = raw.schedule;
+    if let Err(e) = parse_cron(&s.cron) {
+        return Err(err(
+            "schedule.cron",
+            format!(
+                "{:?}: {e} (six fields, seconds first, in UTC, e.g. \"0 17 */6 * * *\")",
+                s.cron
+            ),
+        ));
+    }
     if s.window.is_zero() {
         return Err(err("schedule.window", "must be more than 0s".into()));
     }

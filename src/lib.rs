@@ -4,6 +4,11 @@
 //! - [`catalog`], [`domain`]: products, periods and the license model; no I/O.
 //! - [`config`]: the TOML config file and env overrides → validated [`config::Settings`].
 //! - [`billmgr`]: the HTTP client, the XML parser and the dialect seam between API generations.
+//! - [`policy`]: policy files and the pure planner `evaluate(licenses, policies, journal, today)`.
+//! - [`store`]: the SQLite state (licenses, renewal journal, cycles) and the process lock.
+//! - [`renew`]: the money-safe executor (re-read, intent, paid call, outcome) and reconciliation.
+//! - [`daemon`]: one cycle (`run_once`) and the scheduled service (`run`).
+//! - [`failpoint`]: crash points for tests, armed by `LICRENEW_FAILPOINT`.
 //! - [`sim`]: a stateful BILLmanager simulator on loopback, for tests, benches and `demo`.
 //! - [`telemetry`]: one tracing subscriber, JSON or pretty, on stderr.
 //! - [`cli`]: clap definitions and one function per subcommand.
@@ -12,6 +17,12 @@ pub mod billmgr;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod demo;
 pub mod domain;
+pub mod failpoint;
+pub mod policy;
+pub mod renew;
 pub mod sim;
+pub mod store;
 pub mod telemetry;

@@ -499,16 +499,16 @@ fn backoff(attempt: u32) -> Duration {
     let cap = Duration::from_millis(250)
         .saturating_mul(1 << attempt.saturating_sub(1).min(5))
         .min(Duration::from_secs(8));
-    cap.mul_f64(random_unit())
+    cap.mul_f64(0.5 + random_fraction() / 2.0)
 }
 
-/// A random number in [0.5, 1): jitter needs no cryptography, only independence between
-/// processes, which the std hasher's random keys give.
-fn random_unit() -> f64 {
+/// A random number in [0, 1) for jitter. It needs no cryptography, only independence between
+/// processes and calls, which the std hasher's per-instance random keys give.
+pub(crate) fn random_fraction() -> f64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(Instant::now().elapsed().as_nanos());
-    0.5 + (h.finish() >> 11) as f64 / (1u64 << 54) as f64
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]

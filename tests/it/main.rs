@@ -1,6 +1,7 @@
 //! The one integration test binary: the client against a mock HTTP server, and the real
 //! `licrenew` binary against the simulator on loopback with real SQLite files.
 
+mod cli;
 mod client;
 mod sim_smoke;
 mod support;

@@ -32,3 +32,180 @@ pub fn assert_no_canary(what: &str, text: &str) {
         "{what} leaks the encoded password: {text}"
     );
 }
+
+use licrenew::sim::{SimConfig, SimHandle, SimLicense};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// A simulator on loopback (with the canary as the account's password), a temporary folder
+/// with a config file pointing at it, and a way to run the real binary against both.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub sim: SimHandle,
+    pub config: PathBuf,
+}
+
+impl Env {
+    /// An empty account (tests place exact licenses with [`Env::place`]).
+    pub async fn new() -> Env {
+        Env::with_licenses(0).await
+    }
+
+    pub async fn with_licenses(n: usize) -> Env {
+        let sim = licrenew::sim::start(
+            "127.0.0.1:0".parse().expect("addr"),
+            SimConfig {
+                licenses: n,
+                username: "reseller".into(),
+                password: CANARY.into(),
+                ..SimConfig::default()
+            },
+        )
+        .await
+        .expect("simulator starts");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("licrenew.toml");
+        std::fs::create_dir(dir.path().join("policies.d")).expect("policies dir");
+        let env = Env { dir, sim, config };
+        env.write_config("");
+        env
+    }
+
+    /// Writes the config file; `extra` is appended (more sections).
+    pub fn write_config(&self, extra: &str) {
+        let text = format!(
+            r#"[billmgr]
+url = "{url}"
+username = "reseller"
+password_file = "secret"
+timeout = "3s"
+connect_timeout = "1s"
+read_attempts = 2
+
+[log]
+level = "trace"
+{extra}"#,
+            url = self.sim.url()
+        );
+        std::fs::write(&self.config, text).expect("config");
+        std::fs::write(self.dir.path().join("secret"), format!("{CANARY}\n"))
+            .expect("password file");
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write_policy(&self, name: &str, text: &str) {
+        std::fs::write(self.path("policies.d").join(name), text).expect("policy");
+    }
+
+    /// Places a license in the simulated account.
+    pub fn place(
+        &self,
+        id: i64,
+        price: i64,
+        period: i64,
+        expiry: chrono::NaiveDate,
+        status: u8,
+    ) -> SimLicense {
+        let l = SimLicense {
+            id,
+            licname: format!("srv{id}.example.net"),
+            ip: format!("203.0.113.{}", id % 250 + 1),
+            price,
+            period,
+            expiredate: expiry,
+            status,
+            last_ip_change: None,
+        };
+        self.sim.upsert_license(l.clone());
+        l
+    }
+
+    pub fn today(&self) -> chrono::NaiveDate {
+        self.sim.today()
+    }
+
+    /// Runs `licrenew --config CONFIG ARGS…` to completion and checks that nothing it printed
+    /// shows the password.
+    pub async fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[]).await
+    }
+
+    pub async fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let out = self
+            .command(args, env)
+            .output()
+            .await
+            .expect("licrenew runs");
+        assert_no_canary("stdout", &String::from_utf8_lossy(&out.stdout));
+        assert_no_canary("stderr", &String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_licrenew"));
+        cmd.arg("--config").arg(&self.config).args(args);
+        cmd.env_remove("LICRENEW_CONFIG")
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.kill_on_drop(true);
+        cmd
+    }
+
+    /// Every request the simulator saw carried its credentials in the body only.
+    pub fn assert_no_credentials_in_urls(&self) {
+        for r in self.sim.requests() {
+            assert!(
+                !r.query.contains("authinfo") && !r.query.contains("password"),
+                "{r:?}"
+            );
+            assert_no_canary("a request URL", &format!("{} {}", r.path, r.query));
+            assert_eq!(r.method, "POST", "{r:?}");
+        }
+    }
+
+    /// Every file the run left in the temporary folder is free of the password (the config's
+    /// password file aside).
+    pub fn assert_no_canary_in_files(&self) {
+        assert_no_canary_below(self.dir.path(), &self.path("secret"));
+    }
+}
+
+fn assert_no_canary_below(dir: &Path, except: &Path) {
+    for entry in std::fs::read_dir(dir).expect("readdir").flatten() {
+        let p = entry.path();
+        if p == except {
+            continue;
+        }
+        if p.is_dir() {
+            assert_no_canary_below(&p, except);
+        } else if let Ok(bytes) = std::fs::read(&p) {
+            assert!(
+                !bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()),
+                "{} holds the password",
+                p.display()
+            );
+        }
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+pub fn days(d: i64) -> chrono::Duration {
+    chrono::Duration::days(d)
+}

@@ -1,0 +1,572 @@
+//! One renewal cycle ([`run_once`]) and the long-running service ([`run`]) that schedules it.
+//!
+//! Owns the cycle: sync the expiry window into the database, reconcile unknown outcomes, plan,
+//! execute with bounded concurrency, record and log the cycle. And the service: the process
+//! lock, the tokio-cron-scheduler job (which only asks for a cycle), one cycle at a time,
+//! jitter, SIGHUP reload that keeps the old config when the new one is invalid, and SIGTERM
+//! that lets the paid call in flight finish and be recorded. Must not overlap two cycles.
+
+use crate::billmgr::Client;
+use crate::config::Settings;
+use crate::domain::License;
+use crate::policy::{self, ActionKind, Policies};
+use crate::renew::{Event, Executor, Fatal, Outcome};
+use crate::store::{CycleCounts, Store};
+use chrono::{NaiveDate, Utc};
+use futures_util::StreamExt;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// At most this many licenses that left the window are re-read one by one per cycle.
+const GONE_CHECKS_PER_CYCLE: usize = 100;
+
+/// Everything a cycle works with.
+pub struct Ctx {
+    pub settings: Settings,
+    pub policies: Policies,
+    pub client: Client,
+    pub store: Store,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Sync, reconcile, plan, renew.
+    Renew,
+    /// Sync and plan; no paid call and no journal change.
+    DryRun,
+    /// Sync only.
+    Sync,
+}
+
+impl Mode {
+    fn kind(&self) -> &'static str {
+        match self {
+            Mode::Renew => "renew",
+            Mode::DryRun => "dry_run",
+            Mode::Sync => "sync",
+        }
+    }
+}
+
+/// What one cycle did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CycleReport {
+    pub cycle: i64,
+    pub kind: &'static str,
+    pub counts: CycleCounts,
+    /// `ok`, `failed` (some renewal failed or is unknown), `auth_failed`, `api_failed`,
+    /// `interrupted`.
+    pub outcome: String,
+    pub error: Option<String>,
+    pub events: Vec<Event>,
+    pub duration_ms: u64,
+}
+
+impl CycleReport {
+    /// Whether the command that ran it should exit non-zero.
+    pub fn failed(&self) -> bool {
+        self.outcome != "ok" && self.outcome != "interrupted"
+            || self.counts.failed > 0
+            || self.counts.unknown > 0
+    }
+
+    pub fn summary(&self) -> String {
+        let c = &self.counts;
+        format!(
+            "cycle {} ({}): {} listed, {} renewed, {} failed, {} unknown, {} skipped, {} reconciled — {}{}",
+            self.cycle,
+            self.kind,
+            c.listed,
+            c.renewed,
+            c.failed,
+            c.unknown,
+            c.skipped,
+            c.reconciled,
+            self.outcome,
+            self.error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
+/// The expiry window of a sync: from `lookback` ago (past-due but not yet deleted licenses) to
+/// `window` ahead.
+pub fn window(settings: &Settings, today: NaiveDate) -> (NaiveDate, NaiveDate) {
+    let days = |d: Duration| chrono::Days::new(d.as_secs().div_ceil(86_400));
+    (
+        today
+            .checked_sub_days(days(settings.schedule.lookback))
+            .unwrap_or(today),
+        today
+            .checked_add_days(days(settings.schedule.window))
+            .unwrap_or(today),
+    )
+}
+
+/// Runs one cycle. Errors are only returned when the database itself fails; API failures end
+/// the cycle and are reported in it.
+pub async fn run_once(
+    ctx: &Ctx,
+    mode: Mode,
+    stop: &watch::Receiver<bool>,
+) -> Result<CycleReport, crate::store::StoreError> {
+    let started = Instant::now();
+    let cycle = ctx.store.begin_cycle(mode.kind(), Utc::now()).await?;
+    let mut report = CycleReport {
+        cycle,
+        kind: mode.kind(),
+        counts: CycleCounts::default(),
+        outcome: "ok".into(),
+        error: None,
+        events: Vec::new(),
+        duration_ms: 0,
+    };
+    match cycle_body(ctx, mode, stop, cycle, &mut report).await {
+        Ok(()) => {}
+        Err(Fatal::Auth(e)) => {
+            report.outcome = "auth_failed".into();
+            report.error = Some(e.to_string());
+        }
+        Err(Fatal::Store(e)) => {
+            // Record what we can, then surface the database failure.
+            report.outcome = "failed".into();
+            report.error = Some(e.to_string());
+            let _ = ctx
+                .store
+                .end_cycle(
+                    cycle,
+                    &report.counts,
+                    &report.outcome,
+                    report.error.as_deref(),
+                    Utc::now(),
+                )
+                .await;
+            return Err(e);
+        }
+    }
+    if report.outcome == "ok" && *stop.borrow() {
+        report.outcome = "interrupted".into();
+    }
+    if report.outcome == "ok" && (report.counts.failed > 0 || report.counts.unknown > 0) {
+        report.outcome = "failed".into();
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    ctx.store
+        .end_cycle(
+            cycle,
+            &report.counts,
+            &report.outcome,
+            report.error.as_deref(),
+            Utc::now(),
+        )
+        .await?;
+    let c = &report.counts;
+    let level_ok = report.outcome == "ok" || report.outcome == "interrupted";
+    macro_rules! cycle_event {
+        ($lvl:expr) => {
+            tracing::event!($lvl, event = "cycle", cycle, kind = report.kind, listed = c.listed, renewed = c.renewed,
+                failed = c.failed, unknown = c.unknown, skipped = c.skipped, reconciled = c.reconciled,
+                outcome = %report.outcome, error = report.error.as_deref(), duration_ms = report.duration_ms, "cycle finished")
+        };
+    }
+    if level_ok {
+        cycle_event!(tracing::Level::INFO);
+    } else {
+        cycle_event!(tracing::Level::WARN);
+    }
+    Ok(report)
+}
+
+async fn cycle_body(
+    ctx: &Ctx,
+    mode: Mode,
+    stop: &watch::Receiver<bool>,
+    cycle: i64,
+    report: &mut CycleReport,
+) -> Result<(), Fatal> {
+    let s = &ctx.settings;
+    let today = Utc::now().date_naive();
+    let listed = match sync(ctx, today).await {
+        Ok(l) => l,
+        Err(SyncError::Fatal(f)) => return Err(f),
+        Err(SyncError::Api(e)) => {
+            report.outcome = "api_failed".into();
+            report.error = Some(e.to_string());
+            return Ok(());
+        }
+    };
+    report.counts.listed = listed.len() as u32;
+    if mode == Mode::Sync {
+        return Ok(());
+    }
+    let exec = Executor {
+        client: &ctx.client,
+        store: &ctx.store,
+        catalog: &s.catalog,
+        settle: s.renewal.settle,
+        max_per_cycle: s.renewal.max_per_cycle,
+        cycle: Some(cycle),
+        source: "policy",
+    };
+    if mode == Mode::Renew {
+        for row in ctx.store.open_renewals().await? {
+            let ev = exec.reconcile(&row).await?;
+            record(ctx, report, ev, cycle).await?;
+        }
+    }
+    let journal = ctx.store.journal_for_planning().await?;
+    let plan = policy::evaluate(
+        &listed,
+        &ctx.policies,
+        &s.catalog,
+        &journal,
+        today,
+        s.renewal.max_per_cycle,
+    );
+    for a in &plan.actions {
+        let outcome = match (a.kind, mode) {
+            (ActionKind::Renew, Mode::DryRun) => Outcome::DryRun,
+            (ActionKind::Renew, _) => continue,
+            (ActionKind::Skip, _) => Outcome::Skipped,
+            (ActionKind::Unknown, _) => Outcome::Unknown,
+        };
+        let mut ev = Event::new(&s.catalog, &a.license, a.period, outcome);
+        ev.reason = a.reason.clone();
+        ev.policy_file = a.policy_file.as_ref().map(|p| p.display().to_string());
+        record(ctx, report, ev, cycle).await?;
+    }
+    if mode == Mode::DryRun {
+        return Ok(());
+    }
+    let halt = AtomicBool::new(false);
+    let results: Vec<Option<Result<Event, Fatal>>> = futures_util::stream::iter(plan.renewals())
+        .map(|a| {
+            let exec = &exec;
+            let halt = &halt;
+            async move {
+                if *stop.borrow() || halt.load(Ordering::SeqCst) {
+                    return None;
+                }
+                let r = exec.renew(a).await;
+                if r.is_err() {
+                    halt.store(true, Ordering::SeqCst);
+                }
+                Some(r)
+            }
+        })
+        .buffer_unordered(s.renewal.concurrency.max(1) as usize)
+        .collect()
+        .await;
+    let mut fatal = None;
+    for r in results.into_iter().flatten() {
+        match r {
+            Ok(ev) => record(ctx, report, ev, cycle).await?,
+            Err(f) => fatal = fatal.or(Some(f)),
+        }
+    }
+    match fatal {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
+}
+
+/// Logs an event, remembers it on the license row and counts it.
+async fn record(ctx: &Ctx, report: &mut CycleReport, ev: Event, cycle: i64) -> Result<(), Fatal> {
+    ev.emit(Some(cycle));
+    ctx.store
+        .set_decision(
+            ev.elid,
+            ev.outcome.as_str(),
+            ev.reason.as_deref(),
+            Utc::now(),
+        )
+        .await?;
+    let c = &mut report.counts;
+    match ev.outcome {
+        Outcome::Ok => c.renewed += 1,
+        Outcome::Error => c.failed += 1,
+        Outcome::Unknown => c.unknown += 1,
+        Outcome::Skipped | Outcome::DryRun => c.skipped += 1,
+        Outcome::ReconciledOk | Outcome::ReconciledFailed => c.reconciled += 1,
+    }
+    report.events.push(ev);
+    Ok(())
+}
+
+enum SyncError {
+    Fatal(Fatal),
+    Api(crate::billmgr::Error),
+}
+
+impl From<crate::store::StoreError> for SyncError {
+    fn from(e: crate::store::StoreError) -> Self {
+        SyncError::Fatal(Fatal::Store(e))
+    }
+}
+
+/// Lists the window, records it in one transaction, and re-reads licenses that left it.
+async fn sync(ctx: &Ctx, today: NaiveDate) -> Result<Vec<License>, SyncError> {
+    let (from, to) = window(&ctx.settings, today);
+    let listing = match ctx.client.list(Some((from, to))).await {
+        Ok(l) => l,
+        Err(e) if e.is_auth() => return Err(SyncError::Fatal(Fatal::Auth(e))),
+        Err(e) => return Err(SyncError::Api(e)),
+    };
+    let now = Utc::now();
+    let stats = ctx.store.upsert_licenses(&listing.licenses, now).await?;
+    let seen: HashSet<i64> = listing.licenses.iter().map(|l| l.elid).collect();
+    let missing: Vec<_> = ctx
+        .store
+        .licenses_in_window(from, to)
+        .await?
+        .into_iter()
+        .filter(|l| !seen.contains(&l.elid))
+        .collect();
+    let mut gone = 0;
+    for l in missing.iter().take(GONE_CHECKS_PER_CYCLE) {
+        match ctx.client.view(l.elid).await {
+            Ok(fresh) => ctx.store.update_license(&fresh, now).await?,
+            Err(e) if e.is_auth() => return Err(SyncError::Fatal(Fatal::Auth(e))),
+            Err(e) if e.api().is_some_and(|a| a.kind == "missed") => {
+                ctx.store.mark_gone(l.elid, now).await?;
+                gone += 1;
+            }
+            Err(e) => {
+                tracing::warn!(elid = l.elid, error = %e, "could not re-read a license that left the window")
+            }
+        }
+    }
+    tracing::info!(
+        event = "sync",
+        from = %from,
+        to = %to,
+        listed = listing.licenses.len(),
+        inserted = stats.inserted,
+        updated = stats.updated,
+        bad_rows = listing.bad_rows.len(),
+        left_window = missing.len(),
+        gone,
+        "licenses synced"
+    );
+    Ok(listing.licenses)
+}
+
+/// Opens what a command that renews needs: the process lock, the database, the client.
+pub async fn open(
+    settings: Settings,
+    policies: Policies,
+) -> anyhow::Result<(Ctx, crate::store::ProcessLock)> {
+    let lock = crate::store::lock(&settings.database)?;
+    let store = Store::open(&settings.database).await?;
+    let client = Client::new(&settings.billmgr)?;
+    Ok((
+        Ctx {
+            settings,
+            policies,
+            client,
+            store,
+        },
+        lock,
+    ))
+}
+
+/// The longest random delay before a cycle: `[schedule] jitter`, but never more than a tenth
+/// of the interval between two ticks.
+pub fn max_jitter(cron: &str, jitter: Duration) -> Duration {
+    let interval = crate::config::parse_cron(cron)
+        .ok()
+        .and_then(|c| {
+            let now = Utc::now();
+            let a = c.find_next_occurrence(&now, false).ok()?;
+            let b = c.find_next_occurrence(&a, false).ok()?;
+            (b - a).to_std().ok()
+        })
+        .unwrap_or(Duration::ZERO);
+    jitter.min(interval / 10)
+}
+
+/// Reloads config and policies from disk; `Err` (with the reason) keeps the old ones.
+fn reload(ctx: &mut Ctx) -> Result<bool, String> {
+    let file = ctx.settings.file.clone();
+    let settings = crate::config::load(&file).map_err(|e| e.to_string())?;
+    let policies =
+        Policies::load_dir(&settings.policies_dir, &settings.catalog).map_err(|e| e.to_string())?;
+    let client = Client::new(&settings.billmgr).map_err(|e| e.to_string())?;
+    if settings.database != ctx.settings.database {
+        tracing::warn!(
+            event = "reload",
+            "database.url changed: takes effect after a restart"
+        );
+    }
+    let cron_changed = settings.schedule.cron != ctx.settings.schedule.cron;
+    let database = ctx.settings.database.clone();
+    ctx.settings = settings;
+    ctx.settings.database = database;
+    ctx.policies = policies;
+    ctx.client = client;
+    Ok(cron_changed)
+}
+
+/// The service: runs cycles on the cron schedule until SIGTERM/SIGINT.
+pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
+    let (mut ctx, _lock) = open(settings, policies).await?;
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_stop_signal().await;
+        tracing::info!(
+            event = "shutdown",
+            "stop requested: finishing the call in flight"
+        );
+        let _ = stop_tx.send(true);
+    });
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+
+    // An intent row left by a process that died is reconciled before anything else.
+    startup_reconcile(&ctx).await?;
+
+    let busy = Arc::new(AtomicBool::new(false));
+    let (tick_tx, mut ticks) = tokio::sync::mpsc::channel::<()>(1);
+    let mut sched = tokio_cron_scheduler::JobScheduler::new().await?;
+    let mut job = sched
+        .add(make_job(
+            &ctx.settings.schedule.cron,
+            tick_tx.clone(),
+            busy.clone(),
+        )?)
+        .await?;
+    sched.start().await?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(event = "started", cron = %ctx.settings.schedule.cron, database = %ctx.settings.database.display(),
+        policies = ctx.policies.iter().count(), "licrenew running (schedule in UTC)");
+
+    let mut stop_rx = stop.clone();
+    loop {
+        tokio::select! {
+            _ = stop_rx.changed() => break,
+            _ = hup.recv() => {
+                match reload(&mut ctx) {
+                    Ok(cron_changed) => {
+                        if cron_changed {
+                            sched.remove(&job).await?;
+                            job = sched.add(make_job(&ctx.settings.schedule.cron, tick_tx.clone(), busy.clone())?).await?;
+                        }
+                        tracing::info!(event = "reload", policies = ctx.policies.iter().count(), "config and policies reloaded");
+                    }
+                    Err(why) => tracing::error!(event = "reload", error = %why, "reload refused: keeping the running config and policies"),
+                }
+            }
+            Some(()) = ticks.recv() => {
+                busy.store(true, Ordering::SeqCst);
+                let delay = max_jitter(&ctx.settings.schedule.cron, ctx.settings.schedule.jitter)
+                    .mul_f64(crate::billmgr::client::random_fraction());
+                let stopped = tokio::select! {
+                    _ = tokio::time::sleep(delay) => false,
+                    _ = stop_rx.changed() => true,
+                };
+                if stopped {
+                    break;
+                }
+                let report = run_once(&ctx, Mode::Renew, &stop).await?;
+                println!("{}", report.summary());
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&report.summary())]);
+                busy.store(false, Ordering::SeqCst);
+                if *stop.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = sched.shutdown().await;
+    ctx.store.close().await;
+    tracing::info!(event = "stopped", "licrenew stopped");
+    Ok(())
+}
+
+fn make_job(
+    cron: &str,
+    tx: tokio::sync::mpsc::Sender<()>,
+    busy: Arc<AtomicBool>,
+) -> anyhow::Result<tokio_cron_scheduler::Job> {
+    Ok(tokio_cron_scheduler::Job::new_async(
+        cron,
+        move |_id, _sched| {
+            let tx = tx.clone();
+            let busy = busy.clone();
+            Box::pin(async move {
+                if busy.load(Ordering::SeqCst) || tx.try_send(()).is_err() {
+                    tracing::info!(
+                        event = "tick_skipped",
+                        "a cycle is still running: this tick is skipped"
+                    );
+                }
+            })
+        },
+    )?)
+}
+
+/// Reconciles every open journal row once, before the first cycle.
+pub async fn startup_reconcile(ctx: &Ctx) -> anyhow::Result<()> {
+    let rows = ctx.store.open_renewals().await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(
+        event = "reconcile",
+        open = rows.len(),
+        "renewals with an unknown outcome found at start"
+    );
+    let exec = Executor {
+        client: &ctx.client,
+        store: &ctx.store,
+        catalog: &ctx.settings.catalog,
+        settle: ctx.settings.renewal.settle,
+        max_per_cycle: 0,
+        cycle: None,
+        source: "policy",
+    };
+    for row in rows {
+        match exec.reconcile(&row).await {
+            Ok(ev) => {
+                ev.emit(None);
+                ctx.store
+                    .set_decision(
+                        ev.elid,
+                        ev.outcome.as_str(),
+                        ev.reason.as_deref(),
+                        Utc::now(),
+                    )
+                    .await?;
+            }
+            Err(Fatal::Auth(e)) => {
+                tracing::error!(event = "reconcile", error = %e, "login refused while reconciling");
+                break;
+            }
+            Err(Fatal::Store(e)) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

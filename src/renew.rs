@@ -1,0 +1,387 @@
+//! The money-safe executor: re-read, intent, paid call, outcome; and reconciliation of
+//! renewals whose outcome is unknown.
+//!
+//! Owns the order of operations that makes a renewal safe: the license is re-read just before
+//! paying, the intent row is committed before the request leaves, every answer is classified
+//! honestly (`<ok/>` → ok, `<error>` → error, anything else after sending → unknown), and an
+//! unknown outcome is settled only by re-reading the license, never by sending again. It may
+//! refuse what the planner proposes; it never chooses what to renew.
+
+use crate::billmgr::{Certainty, Client, Error as ApiFailure};
+use crate::catalog::Catalog;
+use crate::domain::{License, Status};
+use crate::policy::{Action, JournalState};
+use crate::store::{Intent, IntentResult, JournalRow, Settlement, Store, StoreError};
+use chrono::{NaiveDate, Utc};
+use std::time::Duration;
+
+/// What happened to one license in a cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok,
+    Error,
+    Unknown,
+    Skipped,
+    ReconciledOk,
+    ReconciledFailed,
+    DryRun,
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Unknown => "unknown",
+            Outcome::Skipped => "skipped",
+            Outcome::ReconciledOk => "reconciled_ok",
+            Outcome::ReconciledFailed => "reconciled_failed",
+            Outcome::DryRun => "dry_run",
+        }
+    }
+}
+
+/// One `event="renewal"` record: what was decided or done about one license.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Event {
+    pub elid: i64,
+    pub licname: String,
+    pub product: String,
+    pub period: Option<String>,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    pub error_type: Option<String>,
+    pub error_object: Option<String>,
+    pub error_msg: Option<String>,
+    pub expiry: NaiveDate,
+    pub new_expiry: Option<NaiveDate>,
+    pub policy_file: Option<String>,
+}
+
+impl Event {
+    pub fn new(catalog: &Catalog, l: &License, period: Option<i64>, outcome: Outcome) -> Event {
+        Event {
+            elid: l.elid,
+            licname: l.licname.clone(),
+            product: product_name(catalog, l.product),
+            period: period.map(|p| period_label(catalog, p)),
+            outcome,
+            reason: None,
+            error_type: None,
+            error_object: None,
+            error_msg: None,
+            expiry: l.expiry,
+            new_expiry: None,
+            policy_file: None,
+        }
+    }
+
+    fn reason(mut self, r: impl Into<String>) -> Event {
+        self.reason = Some(r.into());
+        self
+    }
+
+    fn error(mut self, e: &ApiFailure) -> Event {
+        match e.api() {
+            Some(api) => {
+                self.error_type = Some(api.kind.clone());
+                self.error_object = api.object.clone();
+                self.error_msg = api.msg.clone();
+            }
+            None => {
+                self.error_type = Some(e.class().to_owned());
+                self.error_msg = Some(e.kind.to_string());
+            }
+        }
+        self
+    }
+
+    /// Emits the event as one log line with its fields at the top level.
+    pub fn emit(&self, cycle: Option<i64>) {
+        macro_rules! ev {
+            ($lvl:expr, $msg:expr) => {
+                tracing::event!(
+                    $lvl,
+                    event = "renewal",
+                    cycle,
+                    elid = self.elid,
+                    licname = %self.licname,
+                    product = %self.product,
+                    period = self.period.as_deref(),
+                    outcome = self.outcome.as_str(),
+                    reason = self.reason.as_deref(),
+                    error_type = self.error_type.as_deref(),
+                    error_object = self.error_object.as_deref(),
+                    error_msg = self.error_msg.as_deref(),
+                    expiry = %self.expiry,
+                    new_expiry = self.new_expiry.map(|d| d.to_string()),
+                    policy_file = self.policy_file.as_deref(),
+                    $msg
+                )
+            };
+        }
+        match self.outcome {
+            Outcome::Error | Outcome::Unknown | Outcome::ReconciledFailed => {
+                ev!(tracing::Level::WARN, "renewal")
+            }
+            _ => ev!(tracing::Level::INFO, "renewal"),
+        }
+    }
+}
+
+pub fn product_name(catalog: &Catalog, product: i64) -> String {
+    catalog
+        .by_price(product)
+        .map(|p| p.name.clone())
+        .unwrap_or_else(|| product.to_string())
+}
+
+pub fn period_label(catalog: &Catalog, period: i64) -> String {
+    catalog
+        .by_period(period)
+        .map(|(_, p)| p.label.clone())
+        .unwrap_or_else(|| period.to_string())
+}
+
+/// A failure that must end the cycle: the server refused the login, or the journal cannot be
+/// written (no paid call may go out without its intent row).
+#[derive(Debug, thiserror::Error)]
+pub enum Fatal {
+    #[error("login refused: {0}")]
+    Auth(ApiFailure),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// What the executor needs.
+pub struct Executor<'a> {
+    pub client: &'a Client,
+    pub store: &'a Store,
+    pub catalog: &'a Catalog,
+    /// How long after sending an unknown outcome may be judged failed.
+    pub settle: Duration,
+    /// Paid calls allowed in this cycle (counted from the journal).
+    pub max_per_cycle: u32,
+    pub cycle: Option<i64>,
+    /// `policy` for the daemon, `manual` for `licrenew prolong`.
+    pub source: &'static str,
+}
+
+impl Executor<'_> {
+    /// Settles a journal row whose outcome is not known by re-reading the license.
+    pub async fn reconcile(&self, row: &JournalRow) -> Result<Event, Fatal> {
+        let now = Utc::now();
+        let stored = License {
+            elid: row.elid,
+            licname: row.licname.clone(),
+            ip: String::new(),
+            product: row.product,
+            period: Some(row.period),
+            expiry: row.expiry_before,
+            status: Status::Active,
+        };
+        let ev = |outcome| {
+            let mut e = Event::new(self.catalog, &stored, Some(row.period), outcome);
+            e.policy_file = row.policy_file.clone();
+            e
+        };
+        let fresh = match self.client.view(row.elid).await {
+            Ok(l) => l,
+            Err(e) if e.is_auth() => return Err(Fatal::Auth(e)),
+            Err(e) if e.api().is_some_and(|a| a.kind == "missed") => {
+                // The license no longer exists: the renewal cannot have landed on it.
+                let s = Settlement {
+                    error_msg: Some("license no longer exists".into()),
+                    ..Settlement::default()
+                };
+                self.store
+                    .settle(row.id, JournalState::ReconciledFailed, &s, now)
+                    .await?;
+                return Ok(ev(Outcome::ReconciledFailed).reason("license no longer exists"));
+            }
+            Err(e) => {
+                self.keep_open(row, "interrupted").await?;
+                return Ok(ev(Outcome::Unknown)
+                    .reason(format!("could not re-read: {}", e.kind))
+                    .error(&e));
+            }
+        };
+        self.store.update_license(&fresh, now).await?;
+        if fresh.expiry > row.expiry_before {
+            let s = Settlement {
+                new_expiry: Some(fresh.expiry),
+                ..Settlement::default()
+            };
+            self.store
+                .settle(row.id, JournalState::ReconciledOk, &s, now)
+                .await?;
+            let mut e = ev(Outcome::ReconciledOk).reason("expiry moved");
+            e.new_expiry = Some(fresh.expiry);
+            return Ok(e);
+        }
+        if fresh.status == Status::Processing {
+            self.keep_open(row, "interrupted").await?;
+            return Ok(ev(Outcome::Unknown).reason("settling (license processing)"));
+        }
+        let age = (now - row.created_at).to_std().unwrap_or_default();
+        if age < self.settle {
+            self.keep_open(row, "interrupted").await?;
+            return Ok(ev(Outcome::Unknown).reason("settling"));
+        }
+        let s = Settlement {
+            error_msg: Some(format!(
+                "expiry unchanged {}s after the call",
+                age.as_secs()
+            )),
+            ..Settlement::default()
+        };
+        self.store
+            .settle(row.id, JournalState::ReconciledFailed, &s, now)
+            .await?;
+        Ok(ev(Outcome::ReconciledFailed).reason("expiry unchanged"))
+    }
+
+    /// A `sending` row that stays open becomes `unknown`: the process that sent it is gone.
+    async fn keep_open(&self, row: &JournalRow, class: &str) -> Result<(), StoreError> {
+        if row.state == JournalState::Sending.as_str() {
+            let s = Settlement {
+                error_class: Some(class.into()),
+                ..Settlement::default()
+            };
+            self.store
+                .settle(row.id, JournalState::Unknown, &s, Utc::now())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Renews one license the planner proposed, or refuses to.
+    pub async fn renew(&self, action: &Action) -> Result<Event, Fatal> {
+        let planned = &action.license;
+        let Some(period) = action.period else {
+            return Ok(
+                Event::new(self.catalog, planned, None, Outcome::Skipped).reason("no period")
+            );
+        };
+        let base = |l: &License, outcome| {
+            let mut e = Event::new(self.catalog, l, Some(period), outcome);
+            e.policy_file = action.policy_file.as_ref().map(|p| p.display().to_string());
+            e
+        };
+        // Defence in depth: the period must be one of the product's, and not a trial.
+        match self.catalog.by_period(period) {
+            Some((prod, per)) if prod.price == planned.product && !per.kind.is_trial() => {}
+            _ => return Ok(base(planned, Outcome::Skipped).reason("period not valid for product")),
+        }
+
+        // 1. Re-read just before paying.
+        let fresh = match self.client.view(planned.elid).await {
+            Ok(l) => l,
+            Err(e) if e.is_auth() => return Err(Fatal::Auth(e)),
+            Err(e) => {
+                return Ok(base(planned, Outcome::Error)
+                    .reason("re-read before renewal failed")
+                    .error(&e));
+            }
+        };
+        self.store.update_license(&fresh, Utc::now()).await?;
+        if let Some(why) = refuse(planned, &fresh) {
+            return Ok(base(&fresh, Outcome::Skipped).reason(why));
+        }
+
+        // 2. Intent, committed before the request leaves.
+        let intent = Intent {
+            elid: fresh.elid,
+            licname: fresh.licname.clone(),
+            product: fresh.product,
+            period,
+            expiry_before: fresh.expiry,
+            source: self.source,
+            cycle_id: self.cycle,
+            policy_file: action.policy_file.as_ref().map(|p| p.display().to_string()),
+            policy_hash: action.policy_hash.clone(),
+        };
+        let cap = self.cycle.map(|_| self.max_per_cycle);
+        let id = match self.store.insert_intent(&intent, cap, Utc::now()).await? {
+            IntentResult::Written(id) => id,
+            IntentResult::Duplicate => {
+                return Ok(base(&fresh, Outcome::Skipped).reason("already renewed (journal)"));
+            }
+            IntentResult::CapReached => {
+                return Ok(base(&fresh, Outcome::Skipped).reason("cycle cap"));
+            }
+        };
+        crate::failpoint::hit("after-intent");
+
+        // 3. The paid call, exactly once.
+        let result = self.client.renew(fresh.elid, period).await;
+        crate::failpoint::hit("after-call");
+
+        // 4. The outcome, recorded.
+        let now = Utc::now();
+        match result {
+            Ok(ans) => {
+                let mut new_expiry = ans.new_expiry;
+                if new_expiry.is_none()
+                    && let Ok(after) = self.client.view(fresh.elid).await
+                {
+                    self.store.update_license(&after, now).await?;
+                    new_expiry = (after.expiry > fresh.expiry).then_some(after.expiry);
+                }
+                let s = Settlement {
+                    new_expiry,
+                    ..Settlement::default()
+                };
+                self.store.settle(id, JournalState::Ok, &s, now).await?;
+                let mut e = base(&fresh, Outcome::Ok);
+                e.new_expiry = new_expiry;
+                Ok(e)
+            }
+            Err(err) => {
+                let (state, outcome) = match err.certainty() {
+                    Certainty::Refused | Certainty::NotSent => {
+                        (JournalState::Error, Outcome::Error)
+                    }
+                    Certainty::Unknown => (JournalState::Unknown, Outcome::Unknown),
+                };
+                let api = err.api();
+                let s = Settlement {
+                    error_class: Some(err.class().to_owned()),
+                    error_type: api.map(|a| a.kind.clone()),
+                    error_object: api.and_then(|a| a.object.clone()),
+                    error_msg: Some(
+                        api.and_then(|a| a.msg.clone())
+                            .unwrap_or_else(|| err.kind.to_string()),
+                    ),
+                    new_expiry: None,
+                };
+                self.store.settle(id, state, &s, now).await?;
+                let e = base(&fresh, outcome).error(&err);
+                if err.is_auth() {
+                    e.emit(self.cycle);
+                    return Err(Fatal::Auth(err));
+                }
+                Ok(e)
+            }
+        }
+    }
+}
+
+/// Why a license re-read just before paying must not be renewed now, if it must not.
+fn refuse(planned: &License, fresh: &License) -> Option<String> {
+    match fresh.status {
+        Status::Active | Status::Suspended => {}
+        ref s => return Some(format!("status is now {s}")),
+    }
+    if fresh.product != planned.product {
+        return Some("product changed since listing".into());
+    }
+    if fresh.expiry != planned.expiry {
+        return Some(format!(
+            "expiry changed since listing ({} → {})",
+            planned.expiry, fresh.expiry
+        ));
+    }
+    None
+}

@@ -1,0 +1,698 @@
+//! The state database: licenses as last seen, the renewal journal and cycles, in SQLite.
+//!
+//! Owns the only use of sqlx: embedded migrations applied at open, WAL with
+//! `synchronous=FULL` (a committed intent row survives power loss), foreign keys, a busy
+//! timeout, one connection (one writer), and the per-database process lock. The unique index
+//! `renewals_one_per_expiry` is the money fence: it refuses a second renewal of one seen expiry
+//! whatever the code above it decides. Must not hold a transaction across a network call.
+
+use crate::domain::{License, Status};
+use crate::policy::{JournalEntry, JournalState};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("database {}: migrations failed: {source}", path.display())]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("{0}")]
+    Locked(String),
+}
+
+/// A license row as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct StoredLicense {
+    pub elid: i64,
+    pub licname: String,
+    pub ip: String,
+    pub product: i64,
+    pub period: Option<i64>,
+    pub expiry: NaiveDate,
+    pub status: i64,
+    pub status_raw: String,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub gone_since: Option<DateTime<Utc>>,
+    pub last_outcome: Option<String>,
+    pub last_reason: Option<String>,
+    pub last_decided: Option<DateTime<Utc>>,
+}
+
+impl StoredLicense {
+    pub fn to_license(&self) -> License {
+        License {
+            elid: self.elid,
+            licname: self.licname.clone(),
+            ip: self.ip.clone(),
+            product: self.product,
+            period: self.period,
+            expiry: self.expiry,
+            status: Status::parse(&self.status_raw),
+        }
+    }
+}
+
+/// One journal row: one paid renewal attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct JournalRow {
+    pub id: i64,
+    pub elid: i64,
+    pub licname: String,
+    pub product: i64,
+    pub period: i64,
+    pub expiry_before: NaiveDate,
+    pub state: String,
+    pub source: String,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error_class: Option<String>,
+    pub error_type: Option<String>,
+    pub error_object: Option<String>,
+    pub error_msg: Option<String>,
+    pub new_expiry: Option<NaiveDate>,
+    pub cycle_id: Option<i64>,
+    pub policy_file: Option<String>,
+    pub policy_hash: Option<String>,
+}
+
+impl JournalRow {
+    pub fn state(&self) -> Option<JournalState> {
+        JournalState::parse(&self.state)
+    }
+}
+
+/// A renewal about to be sent.
+#[derive(Clone, Debug)]
+pub struct Intent {
+    pub elid: i64,
+    pub licname: String,
+    pub product: i64,
+    pub period: i64,
+    pub expiry_before: NaiveDate,
+    pub source: &'static str,
+    pub cycle_id: Option<i64>,
+    pub policy_file: Option<String>,
+    pub policy_hash: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IntentResult {
+    /// Committed; the id of the journal row.
+    Written(i64),
+    /// A renewal of this license and expiry already went out (or may have).
+    Duplicate,
+    /// The cycle already made `max_per_cycle` paid calls.
+    CapReached,
+}
+
+/// How a journal row ends.
+#[derive(Clone, Debug, Default)]
+pub struct Settlement {
+    pub error_class: Option<String>,
+    pub error_type: Option<String>,
+    pub error_object: Option<String>,
+    pub error_msg: Option<String>,
+    pub new_expiry: Option<NaiveDate>,
+}
+
+/// Counts of one cycle, as recorded.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CycleCounts {
+    pub listed: u32,
+    pub renewed: u32,
+    pub failed: u32,
+    pub unknown: u32,
+    pub skipped: u32,
+    pub reconciled: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpsertStats {
+    pub inserted: u32,
+    pub updated: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+const LICENSE_COLS: &str = "elid, licname, ip, product, period, expiry, status, status_raw, first_seen, last_seen, gone_since, last_outcome, last_reason, last_decided";
+const JOURNAL_COLS: &str = "id, elid, licname, product, period, expiry_before, state, source, created_at, finished_at, error_class, error_type, error_object, error_msg, new_expiry, cycle_id, policy_file, policy_hash";
+
+impl Store {
+    /// Opens (creating if missing) the database and applies the embedded migrations.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: path.to_owned(),
+                source: sqlx::Error::Io(e),
+            })?;
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Store { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// `PRAGMA integrity_check` → "ok" on a healthy file.
+    pub async fn integrity_check(&self) -> Result<String, StoreError> {
+        let row = sqlx::query("PRAGMA integrity_check")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<String, _>(0)?)
+    }
+
+    // --- cycles ---------------------------------------------------------------------------
+
+    pub async fn begin_cycle(&self, kind: &str, now: DateTime<Utc>) -> Result<i64, StoreError> {
+        let id = sqlx::query("INSERT INTO cycles (kind, started_at) VALUES (?, ?)")
+            .bind(kind)
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .last_insert_rowid();
+        Ok(id)
+    }
+
+    pub async fn end_cycle(
+        &self,
+        id: i64,
+        counts: &CycleCounts,
+        outcome: &str,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE cycles SET ended_at = ?, outcome = ?, error = ?, listed = ?, renewed = ?, failed = ?, unknown = ?, skipped = ?, reconciled = ? WHERE id = ?",
+        )
+        .bind(now)
+        .bind(outcome)
+        .bind(error)
+        .bind(counts.listed)
+        .bind(counts.renewed)
+        .bind(counts.failed)
+        .bind(counts.unknown)
+        .bind(counts.skipped)
+        .bind(counts.reconciled)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // --- licenses -------------------------------------------------------------------------
+
+    /// Records a listing in one transaction with one prepared statement.
+    pub async fn upsert_licenses(
+        &self,
+        licenses: &[License],
+        now: DateTime<Utc>,
+    ) -> Result<UpsertStats, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut stats = UpsertStats::default();
+        for l in licenses {
+            let existed: bool = sqlx::query("SELECT 1 FROM licenses WHERE elid = ?")
+                .bind(l.elid)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            upsert_one(&mut tx, l, now).await?;
+            if existed {
+                stats.updated += 1;
+            } else {
+                stats.inserted += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(stats)
+    }
+
+    /// Records one license just read (after a view).
+    pub async fn update_license(&self, l: &License, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        upsert_one(&mut tx, l, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn mark_gone(&self, elid: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE licenses SET gone_since = COALESCE(gone_since, ?) WHERE elid = ?")
+            .bind(now)
+            .bind(elid)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Licenses still present whose stored expiry lies in `[from, to]`.
+    pub async fn licenses_in_window(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<StoredLicense>, StoreError> {
+        let sql = format!(
+            "SELECT {LICENSE_COLS} FROM licenses WHERE gone_since IS NULL AND expiry BETWEEN ? AND ? ORDER BY elid"
+        );
+        Ok(sqlx::query_as::<_, StoredLicense>(sqlx::AssertSqlSafe(sql))
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn licenses(&self) -> Result<Vec<StoredLicense>, StoreError> {
+        let sql = format!("SELECT {LICENSE_COLS} FROM licenses ORDER BY expiry, elid");
+        Ok(sqlx::query_as::<_, StoredLicense>(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn license(&self, elid: i64) -> Result<Option<StoredLicense>, StoreError> {
+        let sql = format!("SELECT {LICENSE_COLS} FROM licenses WHERE elid = ?");
+        Ok(sqlx::query_as::<_, StoredLicense>(sqlx::AssertSqlSafe(sql))
+            .bind(elid)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Remembers the last decision about a license (shown by `licrenew licenses`).
+    pub async fn set_decision(
+        &self,
+        elid: i64,
+        outcome: &str,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE licenses SET last_outcome = ?, last_reason = ?, last_decided = ? WHERE elid = ?")
+            .bind(outcome)
+            .bind(reason)
+            .bind(now)
+            .bind(elid)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // --- journal --------------------------------------------------------------------------
+
+    /// Writes the intent row and commits it before anything is sent. With `cap`, the row is
+    /// only written while the cycle has made fewer than `max` paid calls (counted from the
+    /// journal, in the same statement).
+    pub async fn insert_intent(
+        &self,
+        i: &Intent,
+        cap: Option<u32>,
+        now: DateTime<Utc>,
+    ) -> Result<IntentResult, StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO renewals (elid, licname, product, period, expiry_before, state, source, created_at, cycle_id, policy_file, policy_hash)
+             SELECT ?, ?, ?, ?, ?, 'sending', ?, ?, ?, ?, ?
+             WHERE ? IS NULL OR (SELECT COUNT(*) FROM renewals WHERE cycle_id IS ?) < ?",
+        )
+        .bind(i.elid)
+        .bind(&i.licname)
+        .bind(i.product)
+        .bind(i.period)
+        .bind(i.expiry_before)
+        .bind(i.source)
+        .bind(now)
+        .bind(i.cycle_id)
+        .bind(&i.policy_file)
+        .bind(&i.policy_hash)
+        .bind(cap)
+        .bind(i.cycle_id)
+        .bind(cap)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(r) if r.rows_affected() == 0 => Ok(IntentResult::CapReached),
+            Ok(r) => Ok(IntentResult::Written(r.last_insert_rowid())),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(IntentResult::Duplicate),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Settles a journal row.
+    pub async fn settle(
+        &self,
+        id: i64,
+        state: JournalState,
+        s: &Settlement,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE renewals SET state = ?, finished_at = ?, error_class = COALESCE(?, error_class), error_type = COALESCE(?, error_type),
+             error_object = COALESCE(?, error_object), error_msg = COALESCE(?, error_msg), new_expiry = COALESCE(?, new_expiry) WHERE id = ?",
+        )
+        .bind(state.as_str())
+        .bind(now)
+        .bind(&s.error_class)
+        .bind(&s.error_type)
+        .bind(&s.error_object)
+        .bind(&s.error_msg)
+        .bind(s.new_expiry)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Rows whose outcome is not known yet (`sending`, `unknown`).
+    pub async fn open_renewals(&self) -> Result<Vec<JournalRow>, StoreError> {
+        let sql = format!(
+            "SELECT {JOURNAL_COLS} FROM renewals WHERE state IN ('sending', 'unknown') ORDER BY id"
+        );
+        Ok(sqlx::query_as::<_, JournalRow>(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// What the planner needs of the journal: open and successful rows.
+    pub async fn journal_for_planning(&self) -> Result<Vec<JournalEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT elid, expiry_before, state FROM renewals WHERE state IN ('sending', 'unknown', 'ok', 'reconciled_ok')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let state: String = r.try_get("state")?;
+            if let Some(state) = JournalState::parse(&state) {
+                out.push(JournalEntry {
+                    elid: r.try_get("elid")?,
+                    expiry_before: r.try_get("expiry_before")?,
+                    state,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn history(
+        &self,
+        elid: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<JournalRow>, StoreError> {
+        let sql = format!(
+            "SELECT {JOURNAL_COLS} FROM renewals WHERE ? IS NULL OR elid = ? ORDER BY id DESC LIMIT ?"
+        );
+        Ok(sqlx::query_as::<_, JournalRow>(sqlx::AssertSqlSafe(sql))
+            .bind(elid)
+            .bind(elid)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Paid calls recorded for a cycle.
+    pub async fn paid_calls_in_cycle(&self, cycle: i64) -> Result<u32, StoreError> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM renewals WHERE cycle_id = ?")
+            .bind(cycle)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        Ok(n as u32)
+    }
+}
+
+async fn upsert_one(
+    tx: &mut sqlx::SqliteConnection,
+    l: &License,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO licenses (elid, licname, ip, product, period, expiry, status, status_raw, first_seen, last_seen, gone_since)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)
+         ON CONFLICT(elid) DO UPDATE SET licname = excluded.licname, ip = excluded.ip, product = excluded.product,
+           period = excluded.period, expiry = excluded.expiry, status = excluded.status, status_raw = excluded.status_raw,
+           last_seen = excluded.last_seen, gone_since = NULL",
+    )
+    .bind(l.elid)
+    .bind(&l.licname)
+    .bind(&l.ip)
+    .bind(l.product)
+    .bind(l.period)
+    .bind(l.expiry)
+    .bind(l.status.code() as i64)
+    .bind(match &l.status {
+        Status::Unknown(raw) => raw.clone(),
+        s => s.code().to_string(),
+    })
+    .bind(now)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Holds the per-database process lock for as long as it lives.
+#[derive(Debug)]
+pub struct ProcessLock {
+    _file: std::fs::File,
+    pub path: PathBuf,
+}
+
+/// Takes the exclusive lock beside the database (`DB.lock`), or says who holds it.
+pub fn lock(db: &Path) -> Result<ProcessLock, StoreError> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| {
+            StoreError::Locked(format!("cannot open lock file {}: {e}", path.display()))
+        })?;
+    match file.try_lock() {
+        Ok(()) => {
+            use std::io::Write;
+            let _ = file.set_len(0);
+            let _ = (&file).write_all(format!("{}\n", std::process::id()).as_bytes());
+            Ok(ProcessLock { _file: file, path })
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            Err(StoreError::Locked(format!(
+                "another licrenew process (pid {}) is renewing with {}; only one may (lock: {})",
+                holder.trim(),
+                db.display(),
+                path.display()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Locked(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lic(elid: i64, expiry: NaiveDate) -> License {
+        License {
+            elid,
+            licname: format!("l{elid}"),
+            ip: "203.0.113.1".into(),
+            product: 7,
+            period: Some(8),
+            expiry,
+            status: Status::Active,
+        }
+    }
+
+    fn intent(elid: i64, expiry: NaiveDate, cycle: Option<i64>) -> Intent {
+        Intent {
+            elid,
+            licname: "x".into(),
+            product: 7,
+            period: 8,
+            expiry_before: expiry,
+            source: "policy",
+            cycle_id: cycle,
+            policy_file: None,
+            policy_hash: None,
+        }
+    }
+
+    fn d(s: &str) -> NaiveDate {
+        crate::domain::parse_date(s).expect("date")
+    }
+
+    #[tokio::test]
+    async fn the_unique_index_refuses_a_second_renewal_of_one_expiry_until_it_is_proven_failed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(&dir.path().join("s.db")).await.expect("open");
+        let now = Utc::now();
+
+        let first = store
+            .insert_intent(&intent(1, d("2030-01-01"), None), None, now)
+            .await
+            .expect("insert");
+        let second = store
+            .insert_intent(&intent(1, d("2030-01-01"), None), None, now)
+            .await
+            .expect("insert");
+        let IntentResult::Written(id) = first else {
+            panic!("{first:?}")
+        };
+        store
+            .settle(
+                id,
+                JournalState::ReconciledFailed,
+                &Settlement::default(),
+                now,
+            )
+            .await
+            .expect("settle");
+        let third = store
+            .insert_intent(&intent(1, d("2030-01-01"), None), None, now)
+            .await
+            .expect("insert");
+        let other_expiry = store
+            .insert_intent(&intent(1, d("2030-02-01"), None), None, now)
+            .await
+            .expect("insert");
+
+        assert_eq!(second, IntentResult::Duplicate);
+        assert!(matches!(third, IntentResult::Written(_)));
+        assert!(matches!(other_expiry, IntentResult::Written(_)));
+        assert_eq!(store.integrity_check().await.expect("check"), "ok");
+    }
+
+    #[tokio::test]
+    async fn the_cycle_cap_is_counted_from_the_journal() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(&dir.path().join("s.db")).await.expect("open");
+        let now = Utc::now();
+        let cycle = store.begin_cycle("renew", now).await.expect("cycle");
+
+        let mut results = Vec::new();
+        for elid in 1..=4 {
+            results.push(
+                store
+                    .insert_intent(&intent(elid, d("2030-01-01"), Some(cycle)), Some(2), now)
+                    .await
+                    .expect("insert"),
+            );
+        }
+
+        assert!(matches!(results[0], IntentResult::Written(_)));
+        assert!(matches!(results[1], IntentResult::Written(_)));
+        assert_eq!(
+            &results[2..],
+            &[IntentResult::CapReached, IntentResult::CapReached]
+        );
+        assert_eq!(store.paid_calls_in_cycle(cycle).await.expect("count"), 2);
+    }
+
+    #[tokio::test]
+    async fn upserts_insert_then_update_and_gone_licenses_come_back_when_listed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path).await.expect("open");
+        let now = Utc::now();
+
+        let a = store
+            .upsert_licenses(&[lic(1, d("2030-01-01")), lic(2, d("2030-01-02"))], now)
+            .await
+            .expect("upsert");
+        store.mark_gone(2, now).await.expect("gone");
+        let window = store
+            .licenses_in_window(d("2029-12-01"), d("2030-02-01"))
+            .await
+            .expect("window");
+        let b = store
+            .upsert_licenses(&[lic(2, d("2030-03-01"))], now)
+            .await
+            .expect("upsert");
+        store.close().await;
+        let reopened = Store::open(&path)
+            .await
+            .expect("reopen runs migrations idempotently");
+        let back = reopened.license(2).await.expect("read").expect("row");
+
+        assert_eq!(
+            a,
+            UpsertStats {
+                inserted: 2,
+                updated: 0
+            }
+        );
+        assert_eq!(window.iter().map(|l| l.elid).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(
+            b,
+            UpsertStats {
+                inserted: 0,
+                updated: 1
+            }
+        );
+        assert_eq!(back.gone_since, None);
+        assert_eq!(back.expiry, d("2030-03-01"));
+    }
+
+    #[test]
+    fn a_second_process_lock_on_one_database_is_refused_clearly() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = dir.path().join("s.db");
+        let _held = lock(&db).expect("first lock");
+        // A second open file description conflicts with flock even within one process.
+        let err = lock(&db).expect_err("second lock");
+        assert!(
+            err.to_string().contains("another licrenew process"),
+            "{err}"
+        );
+    }
+}

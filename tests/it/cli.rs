@@ -1,0 +1,307 @@
+//! Every admin operation run as the real binary against the simulator on loopback.
+
+use crate::support::{CANARY, Env, code, days, stderr, stdout};
+use licrenew::sim::{Fault, FaultKind};
+
+#[tokio::test]
+async fn catalog_needs_no_config_and_lists_every_product() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_licrenew"))
+        .arg("catalog")
+        .env_remove("LICRENEW_CONFIG")
+        .output()
+        .await
+        .expect("runs");
+
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    for name in [
+        "ISPmanager Lite",
+        "ISPmanager Pro",
+        "VDSmanager-FreeBSD",
+        "BILLmanager Corporate",
+        "DSmanager",
+        "IPmanager",
+    ] {
+        assert!(text.contains(name), "{name} missing:\n{text}");
+    }
+    assert!(
+        text.contains("661"),
+        "DSmanager lifetime period id:\n{text}"
+    );
+}
+
+#[tokio::test]
+async fn licenses_live_shows_the_accounts_licenses_as_a_table_and_as_json() {
+    let env = Env::with_licenses(12).await;
+
+    let table = env.run(&["licenses", "--live"]).await;
+    let json = env.run(&["licenses", "--live", "--json"]).await;
+
+    assert_eq!(code(&table), 0, "{}", stderr(&table));
+    assert!(
+        stdout(&table).contains("12 license(s)"),
+        "{}",
+        stdout(&table)
+    );
+    let parsed: serde_json::Value = serde_json::from_str(&stdout(&json)).expect("json");
+    let mut ids: Vec<i64> = parsed
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|l| l["elid"].as_i64().expect("elid"))
+        .collect();
+    ids.sort();
+    let mut want: Vec<i64> = env.sim.licenses().iter().map(|l| l.id).collect();
+    want.sort();
+    assert_eq!(ids, want);
+    env.assert_no_credentials_in_urls();
+}
+
+#[tokio::test]
+async fn order_creates_a_license_and_prints_its_id() {
+    let env = Env::new().await;
+
+    let out = env
+        .run(&[
+            "order",
+            "--product",
+            "ISPmanager Lite",
+            "--period",
+            "1 month",
+            "--licname",
+            "web9",
+            "--ip",
+            "198.51.100.9",
+            "--json",
+        ])
+        .await;
+
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let id = v["elid"].as_i64().expect("an id");
+    let lic = env.sim.license(id).expect("the license exists");
+    assert_eq!(
+        (lic.price, lic.period, lic.licname.as_str(), lic.ip.as_str()),
+        (7, 8, "web9", "198.51.100.9")
+    );
+    assert_eq!(env.sim.paid_calls_total(), 1);
+    env.assert_no_credentials_in_urls();
+}
+
+#[tokio::test]
+async fn a_period_of_another_product_is_refused_before_any_call() {
+    let env = Env::new().await;
+
+    let out = env
+        .run(&[
+            "order",
+            "--product",
+            "ISPmanager Pro",
+            "--period",
+            "8",
+            "--licname",
+            "x",
+            "--ip",
+            "198.51.100.9",
+        ])
+        .await;
+    let unknown = env
+        .run(&[
+            "ip-check",
+            "--product",
+            "IPmanager",
+            "--period",
+            "1 year",
+            "--ip",
+            "198.51.100.9",
+        ])
+        .await;
+
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("period 8 belongs to ISPmanager Lite, not to ISPmanager Pro"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(code(&unknown), 2, "{}", stderr(&unknown));
+    assert!(env.sim.requests().is_empty(), "no request may leave");
+}
+
+#[tokio::test]
+async fn ip_check_says_available_or_not_with_the_apis_error() {
+    let env = Env::new().await;
+    env.place(2001, 7, 8, env.today() + days(20), 2);
+
+    let free = env
+        .run(&[
+            "ip-check",
+            "--product",
+            "lite",
+            "--period",
+            "1 month",
+            "--ip",
+            "198.51.100.77",
+        ])
+        .await;
+    let taken = env
+        .run(&[
+            "ip-check",
+            "--product",
+            "lite",
+            "--period",
+            "1 month",
+            "--ip",
+            "203.0.113.2",
+        ])
+        .await;
+
+    assert_eq!(code(&free), 0, "{}", stderr(&free));
+    assert!(stdout(&free).contains("available"), "{}", stdout(&free));
+    assert_eq!(code(&taken), 1, "{}", stderr(&taken));
+    assert!(
+        stderr(&taken).contains("type=exists object=ip"),
+        "{}",
+        stderr(&taken)
+    );
+    assert_eq!(env.sim.paid_calls_total(), 0);
+}
+
+#[tokio::test]
+async fn edit_changes_the_name_and_a_second_ip_change_in_a_month_is_refused() {
+    let env = Env::new().await;
+    env.place(2002, 7, 8, env.today() + days(20), 2);
+
+    let name = env
+        .run(&["edit", "2002", "--licname", "renamed.example.net"])
+        .await;
+    let ip1 = env.run(&["edit", "2002", "--ip", "198.51.100.20"]).await;
+    let ip2 = env.run(&["edit", "2002", "--ip", "198.51.100.21"]).await;
+    let nothing = env.run(&["edit", "2002"]).await;
+
+    assert_eq!(code(&name), 0, "{}", stderr(&name));
+    assert_eq!(code(&ip1), 0, "{}", stderr(&ip1));
+    assert_eq!(code(&ip2), 1, "{}", stderr(&ip2));
+    assert!(
+        stderr(&ip2).contains("type=value object=ip"),
+        "{}",
+        stderr(&ip2)
+    );
+    assert_eq!(code(&nothing), 2);
+    let lic = env.sim.license(2002).expect("license");
+    assert_eq!(
+        (lic.licname.as_str(), lic.ip.as_str()),
+        ("renamed.example.net", "198.51.100.20")
+    );
+}
+
+#[tokio::test]
+async fn prolong_renews_once_and_refuses_a_trial_or_foreign_period_before_paying() {
+    let env = Env::new().await;
+    let exp = env.today() + days(5);
+    env.place(2003, 11, 16, exp, 2);
+
+    let trial = env.run(&["prolong", "2003", "--period", "trial"]).await;
+    let foreign = env.run(&["prolong", "2003", "--period", "8"]).await;
+    let ok = env.run(&["prolong", "2003", "--period", "1 month"]).await;
+
+    assert_eq!(code(&trial), 2, "{}", stderr(&trial));
+    assert_eq!(code(&foreign), 2, "{}", stderr(&foreign));
+    assert_eq!(code(&ok), 0, "{}", stderr(&ok));
+    assert_eq!(env.sim.paid_calls(2003), 1);
+    assert_eq!(
+        env.sim.license(2003).expect("license").expiredate,
+        exp.checked_add_months(chrono::Months::new(1))
+            .expect("date")
+    );
+    env.assert_no_credentials_in_urls();
+}
+
+#[tokio::test]
+async fn an_api_error_exits_1_and_prints_type_object_and_message() {
+    let env = Env::new().await;
+    env.place(2004, 7, 8, env.today() + days(5), 2);
+    env.sim.add_fault(Fault {
+        func: Some("software.period".into()),
+        elid: None,
+        kind: FaultKind::ErrorDoc {
+            r#type: "value".into(),
+            object: Some("period".into()),
+            msg: "The period is not valid".into(),
+        },
+        times: None,
+    });
+
+    let out = env.run(&["prolong", "2004", "--period", "1 month"]).await;
+
+    assert_eq!(code(&out), 1);
+    let err = stderr(&out);
+    assert!(err.contains("type=value object=period"), "{err}");
+    assert!(err.contains("The period is not valid"), "{err}");
+    assert_eq!(env.sim.paid_calls(2004), 0);
+}
+
+#[tokio::test]
+async fn a_wrong_password_exits_1_with_the_auth_error_and_tries_once() {
+    let env = Env::new().await;
+    std::fs::write(env.path("secret"), "not-the-password\n").expect("write");
+
+    let out = env.run(&["licenses", "--live"]).await;
+
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("type=auth object=badpassword"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.sim.login_failures(), 1, "one attempt, no loop");
+}
+
+#[tokio::test]
+async fn a_config_error_exits_78_names_file_and_key_and_sends_nothing() {
+    let env = Env::new().await;
+    env.write_config("[renewal]\nmax_per_cylce = 3\n");
+
+    let out = env.run(&["licenses", "--live"]).await;
+
+    assert_eq!(code(&out), 78);
+    let err = stderr(&out);
+    assert!(err.contains(&env.config.display().to_string()), "{err}");
+    assert!(err.contains("max_per_cylce"), "{err}");
+    assert!(env.sim.requests().is_empty());
+}
+
+#[tokio::test]
+async fn session_auth_logs_in_and_survives_an_expired_session() {
+    let env = Env::new().await;
+    env.place(2005, 7, 8, env.today() + days(5), 2);
+    env.write_config("");
+    let text = std::fs::read_to_string(&env.config)
+        .expect("read")
+        .replace("read_attempts = 2", "read_attempts = 2\nauth = \"session\"");
+    std::fs::write(&env.config, text).expect("write");
+    env.sim.add_fault(Fault {
+        func: Some("software".into()),
+        elid: None,
+        kind: FaultKind::SessionExpired,
+        times: Some(1),
+    });
+
+    let out = env.run(&["licenses", "--live", "--json"]).await;
+
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("2005"));
+    let funcs: Vec<String> = env.sim.requests().iter().map(|r| r.func.clone()).collect();
+    assert_eq!(
+        funcs.iter().filter(|f| *f == "auth").count(),
+        2,
+        "{funcs:?}"
+    );
+    for r in env.sim.requests().iter().filter(|r| r.func != "auth") {
+        assert!(
+            r.form
+                .iter()
+                .all(|(k, v)| k != "authinfo" && !v.contains(CANARY)),
+            "{r:?}"
+        );
+    }
+}
