@@ -776,3 +776,21 @@ password = "canary-Zq8#pw"
         assert!(e.to_string().contains("/nonexistent/licrenew.toml"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/licrenew.example.toml"
+        ))
+        .expect("example");
+        let f = dir.path().join("licrenew.toml");
+        std::fs::write(&f, text).expect("write");
+        std::fs::write(dir.path().join("password"), "x\n").expect("write");
+        let s = super::load_with_env(&f, Some(Default::default())).expect("the example loads");
+        assert_eq!(s.schedule.cron, "0 17 */6 * * *");
+    }
+}

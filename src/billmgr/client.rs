@@ -365,7 +365,7 @@ impl Client {
             return Err(Error::new(
                 call.func,
                 call.elid,
-                ErrorKind::Api(ApiError::from_raw(raw)),
+                ErrorKind::Api(Box::new(ApiError::from_raw(raw))),
             ));
         }
         Ok(doc)
@@ -398,7 +398,11 @@ impl Client {
         ];
         let doc = self.post("auth", None, &form, &mut |_| {}).await?;
         if let Some(raw) = doc.error {
-            let err = Error::new("auth", None, ErrorKind::Api(ApiError::from_raw(raw)));
+            let err = Error::new(
+                "auth",
+                None,
+                ErrorKind::Api(Box::new(ApiError::from_raw(raw))),
+            );
             // Any refused login trips the fuse: retrying bad credentials leads to lockouts.
             self.auth_refused.store(true, Ordering::SeqCst);
             return Err(err);

@@ -36,7 +36,7 @@ pub enum ErrorKind {
     Xml(#[from] XmlError),
     /// The server answered with an `<error>` document: it refused and changed nothing.
     #[error("{0}")]
-    Api(ApiError),
+    Api(Box<ApiError>),
     /// A well-formed document that is neither the data asked for nor `<ok/>`.
     #[error("unexpected answer: {0}")]
     Unexpected(String),
@@ -78,7 +78,7 @@ impl Error {
 
     pub fn api(&self) -> Option<&ApiError> {
         match &self.kind {
-            ErrorKind::Api(e) => Some(e),
+            ErrorKind::Api(e) => Some(e.as_ref()),
             _ => None,
         }
     }

@@ -221,10 +221,8 @@ impl<'a> Parser<'a> {
                     break;
                 }
                 Event::Eof => return Err(XmlError::Empty),
-                Event::Text(t) => {
-                    if !t.trim().is_empty() {
-                        return Err(self.malformed("text before the root element"));
-                    }
+                Event::Text(t) if !t.trim().is_empty() => {
+                    return Err(self.malformed("text before the root element"));
                 }
                 Event::End(_) | Event::CData(_) | Event::GeneralRef(_) => {
                     return Err(self.malformed("content before the root element"));

@@ -3,5 +3,6 @@
 
 mod cli;
 mod client;
+mod daemon;
 mod sim_smoke;
 mod support;

@@ -1,0 +1,503 @@
+//! The renewal daemon as the real binary against the simulator, with real SQLite files.
+
+use crate::support::{Env, code, days, stderr, stdout};
+use licrenew::sim::{Fault, FaultKind};
+use std::time::Duration;
+
+const LITE_POLICY: &str = r#"product = "ISPmanager Lite"
+renew = true
+period = "1 month"
+before = "7d"
+
+[[except]]
+licname = "srv2006*"
+renew = false
+"#;
+
+/// An account with one license of every kind the planner must tell apart.
+async fn account() -> Env {
+    let env = Env::new().await;
+    let t = env.today();
+    env.place(2001, 7, 8, t + days(3), 2); // due
+    env.place(2002, 7, 8, t + days(20), 2); // not due
+    env.place(2003, 11, 16, t + days(2), 2); // no policy (Pro)
+    env.place(2004, 7, 7, t + days(2), 2); // trial
+    env.place(2005, 7, 8, t + days(2), 4); // deleted
+    env.place(2006, 7, 8, t + days(1), 2); // excepted by licname
+    env.place(2007, 7, 8, t - days(5), 3); // suspended, past due
+    env.write_policy("ispmanager-lite.toml", LITE_POLICY);
+    env
+}
+
+fn renewal_events(stderr: &str) -> Vec<serde_json::Value> {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "renewal")
+        .collect()
+}
+
+fn fault(func: &str, elid: Option<i64>, kind: FaultKind, times: Option<u32>) -> Fault {
+    Fault {
+        func: Some(func.into()),
+        elid,
+        kind,
+        times,
+    }
+}
+
+#[tokio::test]
+async fn due_licenses_are_renewed_exactly_once_with_the_policys_period_and_nothing_else_is() {
+    let env = account().await;
+    let before = env.sim.license(2001).expect("license");
+
+    let first = env.run(&["renew"]).await;
+    let second = env.run(&["renew"]).await;
+
+    assert_eq!(code(&first), 0, "{}", stderr(&first));
+    assert_eq!(code(&second), 0, "{}", stderr(&second));
+    assert_eq!(env.sim.paid_calls(2001), 1);
+    assert_eq!(
+        env.sim.paid_calls(2007),
+        1,
+        "past-due suspended license renewed"
+    );
+    assert_eq!(
+        env.sim.paid_calls_total(),
+        2,
+        "no-policy, trial, deleted, excepted, not-due: untouched"
+    );
+    let after = env.sim.license(2001).expect("license");
+    assert_eq!(
+        after.expiredate,
+        before
+            .expiredate
+            .checked_add_months(chrono::Months::new(1))
+            .expect("date")
+    );
+    assert_eq!(after.period, 8);
+    let why: std::collections::HashMap<i64, String> = renewal_events(&stderr(&first))
+        .iter()
+        .map(|e| {
+            (
+                e["elid"].as_i64().unwrap_or(0),
+                format!(
+                    "{} {}",
+                    e["outcome"].as_str().unwrap_or(""),
+                    e["reason"].as_str().unwrap_or("")
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(why[&2001].trim(), "ok");
+    assert_eq!(why[&2002], "skipped not due");
+    assert_eq!(why[&2003], "skipped no policy");
+    assert_eq!(why[&2004], "skipped trial");
+    assert_eq!(why[&2005], "skipped deleted");
+    assert_eq!(why[&2006], "skipped except #1: renew = false");
+    let again = renewal_events(&stderr(&second));
+    assert!(again.iter().all(|e| e["outcome"] != "ok"), "{again:?}");
+    env.assert_no_credentials_in_urls();
+    env.assert_no_canary_in_files();
+}
+
+#[tokio::test]
+async fn every_renewal_event_is_one_json_line_with_the_documented_fields() {
+    let env = account().await;
+
+    let out = env.run(&["renew"]).await;
+
+    let events = renewal_events(&stderr(&out));
+    assert_eq!(events.len(), 7, "one event per license");
+    let ok = events.iter().find(|e| e["elid"] == 2001).expect("2001");
+    for k in [
+        "timestamp",
+        "level",
+        "message",
+        "event",
+        "elid",
+        "licname",
+        "product",
+        "period",
+        "outcome",
+        "cycle",
+    ] {
+        assert!(!ok[k].is_null(), "{k} missing in {ok}");
+    }
+    assert_eq!(ok["product"], "ISPmanager Lite");
+    assert_eq!(ok["period"], "1 month");
+    let cycle = stderr(&out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "cycle")
+        .expect("a cycle event");
+    assert_eq!(cycle["renewed"], 2);
+    assert_eq!(cycle["skipped"], 5);
+    assert_eq!(cycle["outcome"], "ok");
+}
+
+#[tokio::test]
+async fn an_error_document_for_one_license_is_recorded_and_the_others_still_renew() {
+    let env = account().await;
+    env.sim.add_fault(Fault {
+        func: Some("software.period".into()),
+        elid: Some(2001),
+        kind: FaultKind::ErrorDoc {
+            r#type: "value".into(),
+            object: Some("period".into()),
+            msg: "The \"Period\" field has invalid value.".into(),
+        },
+        times: None,
+    });
+
+    let out = env.run(&["renew"]).await;
+    let history = env.run(&["history", "--elid", "2001", "--json"]).await;
+
+    assert_eq!(code(&out), 1, "a failed renewal fails the command");
+    assert_eq!(
+        env.sim.paid_calls(2007),
+        1,
+        "the other due license is renewed"
+    );
+    assert_eq!(env.sim.paid_calls(2001), 0);
+    let ev = renewal_events(&stderr(&out))
+        .into_iter()
+        .find(|e| e["elid"] == 2001)
+        .expect("event");
+    assert_eq!(
+        (
+            ev["outcome"].as_str(),
+            ev["error_type"].as_str(),
+            ev["error_object"].as_str()
+        ),
+        (Some("error"), Some("value"), Some("period"))
+    );
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&history)).expect("json");
+    assert_eq!(rows[0]["state"], "error");
+    assert_eq!(rows[0]["error_type"], "value");
+    assert_eq!(
+        rows[0]["error_msg"],
+        "The \"Period\" field has invalid value."
+    );
+}
+
+#[tokio::test]
+async fn dry_run_prints_the_plan_and_makes_no_paid_call() {
+    let env = account().await;
+
+    let out = env.run(&["renew", "--dry-run"]).await;
+
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(env.sim.paid_calls_total(), 0);
+    let text = stdout(&out);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("2001") && l.contains("dry_run") && l.contains("1 month")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("2003") && l.contains("no policy")),
+        "{text}"
+    );
+    assert!(
+        !env.sim
+            .requests()
+            .iter()
+            .any(|r| r.func == "software.period")
+    );
+}
+
+#[tokio::test]
+async fn an_answer_lost_after_the_server_applied_is_reconciled_and_not_paid_again() {
+    let env = account().await;
+    env.sim.add_fault(fault(
+        "software.period",
+        Some(2001),
+        FaultKind::DropAfter,
+        Some(1),
+    ));
+
+    let first = env.run(&["renew"]).await;
+    let second = env.run(&["renew"]).await;
+    let history = env.run(&["history", "--elid", "2001", "--json"]).await;
+
+    assert_eq!(code(&first), 1, "an unknown outcome fails the cycle");
+    let ev = renewal_events(&stderr(&first))
+        .into_iter()
+        .find(|e| e["elid"] == 2001)
+        .expect("event");
+    assert_eq!(ev["outcome"], "unknown");
+    assert_eq!(code(&second), 0, "{}", stderr(&second));
+    let rec = renewal_events(&stderr(&second))
+        .into_iter()
+        .find(|e| e["elid"] == 2001 && e["outcome"] == "reconciled_ok");
+    assert!(rec.is_some(), "{}", stderr(&second));
+    assert_eq!(env.sim.paid_calls(2001), 1, "paid once, not twice");
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&history)).expect("json");
+    assert_eq!(rows.as_array().map(Vec::len), Some(1));
+    assert_eq!(rows[0]["state"], "reconciled_ok");
+}
+
+#[tokio::test]
+async fn an_answer_lost_before_the_server_applied_is_renewed_once_after_settling() {
+    let env = account().await;
+    env.write_config("[renewal]\nsettle = \"0s\"\n");
+    env.sim.add_fault(fault(
+        "software.period",
+        Some(2001),
+        FaultKind::DropBefore,
+        Some(1),
+    ));
+
+    let first = env.run(&["renew"]).await;
+    let second = env.run(&["renew"]).await;
+    let history = env.run(&["history", "--elid", "2001", "--json"]).await;
+
+    assert_eq!(code(&first), 1);
+    assert_eq!(
+        env.sim.paid_calls(2001),
+        1,
+        "renewed once in the second cycle"
+    );
+    assert_eq!(code(&second), 0, "{}", stderr(&second));
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&history)).expect("json");
+    let states: Vec<&str> = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["state"].as_str())
+        .collect();
+    assert_eq!(states, ["ok", "reconciled_failed"], "newest first");
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_is_left_alone_while_settling() {
+    let env = account().await;
+    env.sim.add_fault(fault(
+        "software.period",
+        Some(2001),
+        FaultKind::DropBefore,
+        Some(1),
+    ));
+
+    env.run(&["renew"]).await;
+    let second = env.run(&["renew"]).await;
+
+    assert_eq!(
+        env.sim.paid_calls(2001),
+        0,
+        "default settle is 5 minutes: no resend"
+    );
+    let ev = renewal_events(&stderr(&second))
+        .into_iter()
+        .filter(|e| e["elid"] == 2001)
+        .collect::<Vec<_>>();
+    assert!(ev.iter().all(|e| e["outcome"] == "unknown"), "{ev:?}");
+    assert!(ev.iter().any(|e| e["reason"] == "settling"), "{ev:?}");
+}
+
+#[tokio::test]
+async fn a_bad_policy_file_exits_78_naming_file_and_line_and_changes_nothing() {
+    let env = account().await;
+    env.write_policy(
+        "zz-broken.toml",
+        "product = \"ISPmanager Pro\"\nrenew = true\nperiod = \"trial\"\n",
+    );
+
+    let out = env.run(&["renew"]).await;
+
+    assert_eq!(code(&out), 78, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("zz-broken.toml:3"), "{err}");
+    assert!(
+        env.sim.requests().is_empty(),
+        "no request before the policies are valid"
+    );
+    assert!(
+        !env.path("licrenew.db").exists(),
+        "the database is not touched"
+    );
+}
+
+#[tokio::test]
+async fn the_database_shows_licenses_and_their_last_outcome() {
+    let env = account().await;
+
+    env.run(&["renew"]).await;
+    let out = env.run(&["licenses", "--json"]).await;
+
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let by_id = |id: i64| {
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["elid"] == id)
+            .cloned()
+            .expect("row")
+    };
+    assert_eq!(by_id(2001)["last_outcome"], "ok");
+    assert_eq!(by_id(2003)["last_reason"], "no policy");
+    assert_eq!(rows.as_array().map(Vec::len), Some(7));
+}
+
+#[tokio::test]
+async fn a_second_process_on_one_database_is_refused_clearly() {
+    let env = account().await;
+    env.write_config("[schedule]\ncron = \"0 0 0 1 1 *\"\n");
+    let mut daemon = env
+        .command(&["run"], &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_for(|| env.path("licrenew.db.lock").exists(), "the lock").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let out = env.run(&["renew"]).await;
+
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("another licrenew process"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.sim.paid_calls_total(), 0);
+    let _ = daemon.start_kill();
+}
+
+#[tokio::test]
+async fn run_renews_on_schedule_picks_up_a_policy_on_sighup_and_exits_0_on_sigterm() {
+    let env = account().await;
+    env.write_config("[schedule]\ncron = \"* * * * * *\"\njitter = \"0s\"\n");
+    let mut daemon = env
+        .command(&["run"], &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = daemon.id().expect("pid") as i32;
+
+    wait_for(
+        || env.sim.paid_calls(2001) == 1,
+        "the first scheduled renewal",
+    )
+    .await;
+    env.write_policy(
+        "ispmanager-pro.toml",
+        "product = \"ISPmanager Pro\"\nrenew = true\nperiod = \"1 month\"\nbefore = \"7d\"\n",
+    );
+    signal(pid, "HUP");
+    wait_for(
+        || env.sim.paid_calls(2003) == 1,
+        "the Pro license after reload",
+    )
+    .await;
+    signal(pid, "TERM");
+    let status = tokio::time::timeout(Duration::from_secs(10), daemon.wait())
+        .await
+        .expect("exits")
+        .expect("status");
+
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(env.sim.paid_calls(2001), 1, "one renewal over many cycles");
+    assert_eq!(env.sim.paid_calls(2003), 1);
+}
+
+#[tokio::test]
+async fn an_invalid_policy_on_sighup_keeps_the_running_ones() {
+    let env = account().await;
+    env.write_config("[schedule]\ncron = \"* * * * * *\"\njitter = \"0s\"\n");
+    let daemon = env
+        .command(&["run"], &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = daemon.id().expect("pid") as i32;
+    wait_for(|| env.sim.paid_calls(2001) == 1, "the first renewal").await;
+
+    env.write_policy(
+        "broken.toml",
+        "product = \"ISPmanager Pro\"\nrenew = maybe\n",
+    );
+    signal(pid, "HUP");
+    // A license that becomes due after the bad reload is still renewed by the old policies.
+    env.place(2010, 7, 8, env.today() + days(2), 2);
+    wait_for(
+        || env.sim.paid_calls(2010) == 1,
+        "renewal under the kept policies",
+    )
+    .await;
+    signal(pid, "TERM");
+    let out = tokio::time::timeout(Duration::from_secs(10), daemon.wait_with_output())
+        .await
+        .expect("exits")
+        .expect("output");
+
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("reload refused"), "{}", stderr(&out));
+    assert_eq!(env.sim.paid_calls(2003), 0);
+}
+
+#[tokio::test]
+async fn a_kill_9_while_the_paid_call_is_in_flight_leads_to_one_extension_not_two() {
+    let env = account().await;
+    // The server applies the renewal 1.5 s after it arrives, whatever the client does.
+    env.sim.add_fault(fault(
+        "software.period",
+        Some(2001),
+        FaultKind::Delay { ms: 1500 },
+        Some(1),
+    ));
+    let mut first = env
+        .command(&["renew"], &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+
+    wait_for(
+        || {
+            env.sim
+                .requests()
+                .iter()
+                .any(|r| r.func == "software.period")
+        },
+        "the paid call in flight",
+    )
+    .await;
+    first.start_kill().expect("SIGKILL");
+    let _ = first.wait().await;
+    wait_for(|| env.sim.paid_calls(2001) == 1, "the server applying it").await;
+    let second = env.run(&["renew"]).await;
+
+    assert_eq!(code(&second), 0, "{}", stderr(&second));
+    assert_eq!(env.sim.paid_calls(2001), 1, "one extension, not two");
+    let rec = renewal_events(&stderr(&second))
+        .into_iter()
+        .find(|e| e["elid"] == 2001)
+        .expect("event");
+    assert_eq!(rec["outcome"], "reconciled_ok");
+}
+
+async fn wait_for(cond: impl Fn() -> bool, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn signal(pid: i32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
