@@ -364,6 +364,9 @@ async fn cycle(args: &Args, mode: crate::daemon::Mode) -> Result<ExitCode, Failu
     let report = crate::daemon::run_once(&ctx, mode, &stop)
         .await
         .map_err(anyhow::Error::from)?;
+    crate::alerts::deliver_once(&ctx.store, &ctx.settings.alerts)
+        .await
+        .map_err(anyhow::Error::from)?;
     ctx.store.close().await;
     if args.json {
         println!(

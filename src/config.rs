@@ -53,6 +53,57 @@ struct Raw {
     policies: RawPolicies,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
+    alerts: RawAlerts,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    /// Address for `/metrics` and `/healthz`, e.g. "127.0.0.1:9187". Default: off.
+    listen: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    /// URL receiving a JSON POST per alert. Default: none.
+    webhook: Option<String>,
+    /// Program run per alert with the JSON on stdin. Default: none.
+    command: Option<PathBuf>,
+    /// Alert when a license covered by a renew policy expires within this and is not renewed.
+    #[serde(default = "default_alert_before", with = "humantime_serde")]
+    alert_before: Duration,
+    /// Time allowed for one delivery.
+    #[serde(default = "default_alert_timeout", with = "humantime_serde")]
+    timeout: Duration,
+    /// First retry delay after a failed delivery; doubles up to 1h.
+    #[serde(default = "default_alert_retry", with = "humantime_serde")]
+    retry: Duration,
+}
+
+impl Default for RawAlerts {
+    fn default() -> Self {
+        RawAlerts {
+            webhook: None,
+            command: None,
+            alert_before: default_alert_before(),
+            timeout: default_alert_timeout(),
+            retry: default_alert_retry(),
+        }
+    }
+}
+
+fn default_alert_before() -> Duration {
+    Duration::from_secs(72 * 3600)
+}
+fn default_alert_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_alert_retry() -> Duration {
+    Duration::from_secs(30)
 }
 
 #[derive(Deserialize)]
@@ -315,6 +366,16 @@ pub struct RenewalSettings {
     pub settle: Duration,
 }
 
+/// Where alerts go. Both may be set; with neither, alerts are only logged.
+#[derive(Clone, Debug)]
+pub struct AlertSettings {
+    pub webhook: Option<url::Url>,
+    pub command: Option<PathBuf>,
+    pub alert_before: Duration,
+    pub timeout: Duration,
+    pub retry: Duration,
+}
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub file: PathBuf,
@@ -327,6 +388,9 @@ pub struct Settings {
     pub policies_dir: PathBuf,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// `/metrics` and `/healthz` listen address; `None` = off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    pub alerts: AlertSettings,
 }
 
 /// Parses a cron expression the way the scheduler does: six fields (seven with a year),
@@ -556,6 +620,29 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
         return Err(err("log.level", format!("{:?}: {e}", raw.log.level)));
     }
+    let metrics_listen = match raw.metrics.listen {
+        None => None,
+        Some(a) => Some(a.parse::<std::net::SocketAddr>().map_err(|e| {
+            err(
+                "metrics.listen",
+                format!("{a:?} is not an address:port ({e})"),
+            )
+        })?),
+    };
+    let webhook = match raw.alerts.webhook {
+        None => None,
+        Some(u) => {
+            let url = url::Url::parse(&u)
+                .map_err(|e| err("alerts.webhook", format!("not a URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(err(
+                    "alerts.webhook",
+                    "must be an http:// or https:// URL".into(),
+                ));
+            }
+            Some(url)
+        }
+    };
     Ok(Settings {
         file: file.to_owned(),
         billmgr: BillmgrSettings {
@@ -585,6 +672,14 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
         policies_dir: resolve(&raw.policies.dir),
         log_format,
         log_level: raw.log.level,
+        metrics_listen,
+        alerts: AlertSettings {
+            webhook,
+            command: raw.alerts.command.map(|c| resolve(&c)),
+            alert_before: raw.alerts.alert_before,
+            timeout: raw.alerts.timeout,
+            retry: raw.alerts.retry.max(Duration::from_millis(10)),
+        },
     })
 }
 

@@ -29,6 +29,9 @@ pub struct Ctx {
     pub policies: Policies,
     pub client: Client,
     pub store: Store,
+    /// Wakes the alert delivery task after a cycle raised alerts.
+    pub alert_wake: Arc<tokio::sync::Notify>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +120,9 @@ pub async fn run_once(
 ) -> Result<CycleReport, crate::store::StoreError> {
     let started = Instant::now();
     let cycle = ctx.store.begin_cycle(mode.kind(), Utc::now()).await?;
+    if mode == Mode::Renew {
+        ctx.metrics.cycle_started(Utc::now());
+    }
     let mut report = CycleReport {
         cycle,
         kind: mode.kind(),
@@ -126,7 +132,8 @@ pub async fn run_once(
         events: Vec::new(),
         duration_ms: 0,
     };
-    match cycle_body(ctx, mode, stop, cycle, &mut report).await {
+    let mut listed = Vec::new();
+    match cycle_body(ctx, mode, stop, cycle, &mut report, &mut listed).await {
         Ok(()) => {}
         Err(Fatal::Auth(e)) => {
             report.outcome = "auth_failed".into();
@@ -156,6 +163,10 @@ pub async fn run_once(
         report.outcome = "failed".into();
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
+    if mode == Mode::Renew {
+        ctx.metrics
+            .cycle_finished(Utc::now(), report.outcome == "ok", started.elapsed());
+    }
     ctx.store
         .end_cycle(
             cycle,
@@ -179,6 +190,21 @@ pub async fn run_once(
     } else {
         cycle_event!(tracing::Level::WARN);
     }
+    if mode == Mode::Renew {
+        let alerts = crate::alerts::raise(
+            &report,
+            &listed,
+            &ctx.policies,
+            &ctx.settings.catalog,
+            Utc::now().date_naive(),
+            ctx.settings.alerts.alert_before,
+        );
+        if crate::alerts::enqueue(&ctx.store, &ctx.settings.alerts, &alerts, Utc::now()).await? > 0
+        {
+            ctx.alert_wake.notify_one();
+        }
+    }
+    crate::systemd::alive();
     Ok(report)
 }
 
@@ -188,11 +214,15 @@ async fn cycle_body(
     stop: &watch::Receiver<bool>,
     cycle: i64,
     report: &mut CycleReport,
+    listed_out: &mut Vec<License>,
 ) -> Result<(), Fatal> {
     let s = &ctx.settings;
     let today = Utc::now().date_naive();
-    let listed = match sync(ctx, today).await {
-        Ok(l) => l,
+    let listed: &[License] = match sync(ctx, today).await {
+        Ok(l) => {
+            *listed_out = l;
+            listed_out
+        }
         Err(SyncError::Fatal(f)) => return Err(f),
         Err(SyncError::Api(e)) => {
             report.outcome = "api_failed".into();
@@ -221,7 +251,7 @@ async fn cycle_body(
     }
     let journal = ctx.store.journal_for_planning().await?;
     let plan = policy::evaluate(
-        &listed,
+        listed,
         &ctx.policies,
         &s.catalog,
         &journal,
@@ -277,7 +307,9 @@ async fn cycle_body(
 
 /// Logs an event, remembers it on the license row and counts it.
 async fn record(ctx: &Ctx, report: &mut CycleReport, ev: Event, cycle: i64) -> Result<(), Fatal> {
+    crate::systemd::alive();
     ev.emit(Some(cycle));
+    ctx.metrics.observe_renewal(ev.outcome.as_str());
     ctx.store
         .set_decision(
             ev.elid,
@@ -353,6 +385,10 @@ async fn sync(ctx: &Ctx, today: NaiveDate) -> Result<Vec<License>, SyncError> {
         gone,
         "licenses synced"
     );
+    if ctx.settings.metrics_listen.is_some() {
+        ctx.metrics
+            .set_licenses(&ctx.store.licenses().await?, &ctx.settings.catalog);
+    }
     Ok(listing.licenses)
 }
 
@@ -363,13 +399,16 @@ pub async fn open(
 ) -> anyhow::Result<(Ctx, crate::store::ProcessLock)> {
     let lock = crate::store::lock(&settings.database)?;
     let store = Store::open(&settings.database).await?;
-    let client = Client::new(&settings.billmgr)?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let client = Client::new(&settings.billmgr)?.with_metrics(metrics.clone());
     Ok((
         Ctx {
             settings,
             policies,
             client,
             store,
+            alert_wake: Arc::new(tokio::sync::Notify::new()),
+            metrics,
         },
         lock,
     ))
@@ -396,7 +435,9 @@ fn reload(ctx: &mut Ctx) -> Result<bool, String> {
     let settings = crate::config::load(&file).map_err(|e| e.to_string())?;
     let policies =
         Policies::load_dir(&settings.policies_dir, &settings.catalog).map_err(|e| e.to_string())?;
-    let client = Client::new(&settings.billmgr).map_err(|e| e.to_string())?;
+    let client = Client::new(&settings.billmgr)
+        .map_err(|e| e.to_string())?
+        .with_metrics(ctx.metrics.clone());
     if settings.database != ctx.settings.database {
         tracing::warn!(
             event = "reload",
@@ -428,6 +469,19 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
 
     // An intent row left by a process that died is reconciled before anything else.
     startup_reconcile(&ctx).await?;
+    if let Some(listen) = ctx.settings.metrics_listen {
+        ctx.metrics
+            .set_licenses(&ctx.store.licenses().await?, &ctx.settings.catalog);
+        let interval = crate::metrics::cron_interval(&ctx.settings.schedule.cron)
+            .unwrap_or(Duration::from_secs(6 * 3600));
+        crate::metrics::serve(listen, ctx.metrics.clone(), interval, stop.clone()).await?;
+    }
+    let delivery = tokio::spawn(crate::alerts::deliver_forever(
+        ctx.store.clone(),
+        ctx.settings.alerts.clone(),
+        ctx.alert_wake.clone(),
+        stop.clone(),
+    ));
 
     let busy = Arc::new(AtomicBool::new(false));
     let (tick_tx, mut ticks) = tokio::sync::mpsc::channel::<()>(1);
@@ -440,7 +494,14 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
         )?)
         .await?;
     sched.start().await?;
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    crate::systemd::ready();
+    crate::systemd::alive();
+    // The loop feeds the watchdog as it turns; a cycle feeds it as it makes progress.
+    let mut heartbeat = tokio::time::interval(
+        crate::systemd::watchdog()
+            .map(|w| w / 4)
+            .unwrap_or(Duration::from_secs(3600)),
+    );
     tracing::info!(event = "started", cron = %ctx.settings.schedule.cron, database = %ctx.settings.database.display(),
         policies = ctx.policies.iter().count(), "licrenew running (schedule in UTC)");
 
@@ -448,6 +509,7 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = stop_rx.changed() => break,
+            _ = heartbeat.tick() => crate::systemd::alive(),
             _ = hup.recv() => {
                 match reload(&mut ctx) {
                     Ok(cron_changed) => {
@@ -473,7 +535,7 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
                 }
                 let report = run_once(&ctx, Mode::Renew, &stop).await?;
                 println!("{}", report.summary());
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&report.summary())]);
+                crate::systemd::status(&report.summary());
                 busy.store(false, Ordering::SeqCst);
                 if *stop.borrow() {
                     break;
@@ -481,8 +543,9 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
             }
         }
     }
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    crate::systemd::stopping();
     let _ = sched.shutdown().await;
+    let _ = delivery.await;
     ctx.store.close().await;
     tracing::info!(event = "stopped", "licrenew stopped");
     Ok(())

@@ -13,6 +13,7 @@
 //! - [`telemetry`]: one tracing subscriber, JSON or pretty, on stderr.
 //! - [`cli`]: clap definitions and one function per subcommand.
 
+pub mod alerts;
 pub mod billmgr;
 pub mod catalog;
 pub mod cli;
@@ -21,8 +22,10 @@ pub mod daemon;
 pub mod demo;
 pub mod domain;
 pub mod failpoint;
+pub mod metrics;
 pub mod policy;
 pub mod renew;
 pub mod sim;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;

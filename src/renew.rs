@@ -290,6 +290,8 @@ impl Executor<'_> {
             return Ok(base(&fresh, Outcome::Skipped).reason(why));
         }
 
+        crate::failpoint::hit("before-intent");
+
         // 2. Intent, committed before the request leaves.
         let intent = Intent {
             elid: fresh.elid,
@@ -334,6 +336,7 @@ impl Executor<'_> {
                     ..Settlement::default()
                 };
                 self.store.settle(id, JournalState::Ok, &s, now).await?;
+                crate::failpoint::hit("after-outcome");
                 let mut e = base(&fresh, Outcome::Ok);
                 e.new_expiry = new_expiry;
                 Ok(e)
@@ -357,6 +360,7 @@ impl Executor<'_> {
                     new_expiry: None,
                 };
                 self.store.settle(id, state, &s, now).await?;
+                crate::failpoint::hit("after-outcome");
                 let e = base(&fresh, outcome).error(&err);
                 if err.is_auth() {
                     e.emit(self.cycle);

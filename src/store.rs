@@ -460,6 +460,96 @@ impl Store {
     }
 }
 
+/// One alert waiting in (or delivered from) the outbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct AlertRow {
+    pub id: i64,
+    pub key: String,
+    pub sink: String,
+    pub event: String,
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+    pub attempts: i64,
+    pub next_attempt_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+const ALERT_COLS: &str = "id, key, sink, event, payload, created_at, attempts, next_attempt_at, delivered_at, last_error";
+
+impl Store {
+    /// Puts an alert in the outbox unless one with the same key is there already.
+    /// Returns whether it was new.
+    pub async fn enqueue_alert(
+        &self,
+        key: &str,
+        sink: &str,
+        event: &str,
+        payload: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO alerts (key, sink, event, payload, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(sink)
+        .bind(event)
+        .bind(payload)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Undelivered alerts whose next attempt is due, oldest first.
+    pub async fn due_alerts(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<AlertRow>, StoreError> {
+        let sql = format!(
+            "SELECT {ALERT_COLS} FROM alerts WHERE delivered_at IS NULL AND next_attempt_at <= ? ORDER BY id LIMIT ?"
+        );
+        Ok(sqlx::query_as::<_, AlertRow>(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn alerts(&self) -> Result<Vec<AlertRow>, StoreError> {
+        let sql = format!("SELECT {ALERT_COLS} FROM alerts ORDER BY id");
+        Ok(sqlx::query_as::<_, AlertRow>(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn alert_delivered(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE alerts SET delivered_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn alert_failed(
+        &self,
+        id: i64,
+        error: &str,
+        next: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE alerts SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?")
+            .bind(error)
+            .bind(next)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
 async fn upsert_one(
     tx: &mut sqlx::SqliteConnection,
     l: &License,

@@ -54,6 +54,7 @@ pub struct Client {
     session: Mutex<Option<SecretString>>,
     /// Set after the server refused a login: no further request is made by this client.
     auth_refused: AtomicBool,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -92,7 +93,14 @@ impl Client {
             dialect: Dialect(cfg.api),
             session: Mutex::new(None),
             auth_refused: AtomicBool::new(false),
+            metrics: None,
         })
+    }
+
+    /// Counts every API call (function, result, latency) and login outcome in `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Client {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -422,8 +430,36 @@ impl Client {
         Ok(SecretString::from(sid))
     }
 
-    /// One HTTP exchange: POST the form, check status, read the body under the cap, parse it.
+    /// One HTTP exchange, counted in the metrics.
     async fn post(
+        &self,
+        func: &str,
+        elid: Option<i64>,
+        form: &[(&str, &str)],
+        on_row: &mut dyn FnMut(Fields),
+    ) -> Result<Document, Error> {
+        let started = Instant::now();
+        let res = self.exchange(func, elid, form, on_row).await;
+        if let Some(m) = &self.metrics {
+            let result = match &res {
+                Ok(doc) if doc.error.is_some() => "api_error",
+                Ok(_) => "ok",
+                Err(e) => e.class(),
+            };
+            m.observe_api_call(func, result, started.elapsed());
+            if let Ok(doc) = &res {
+                let refused = doc
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| e.kind.as_deref() == Some("auth"));
+                m.observe_login(!refused);
+            }
+        }
+        res
+    }
+
+    /// One HTTP exchange: POST the form, check status, read the body under the cap, parse it.
+    async fn exchange(
         &self,
         func: &str,
         elid: Option<i64>,

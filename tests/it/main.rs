@@ -4,5 +4,6 @@
 mod cli;
 mod client;
 mod daemon;
+mod service;
 mod sim_smoke;
 mod support;

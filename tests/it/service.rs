@@ -1,0 +1,381 @@
+//! `licrenew run` as a service: systemd notifications and alert delivery.
+
+use crate::support::{Env, days};
+use licrenew::sim::{Fault, FaultKind};
+use std::time::Duration;
+
+async fn wait_for(cond: impl Fn() -> bool, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
+const LITE: &str =
+    "product = \"ISPmanager Lite\"\nrenew = true\nperiod = \"1 month\"\nbefore = \"7d\"\n";
+
+#[tokio::test]
+async fn systemd_gets_ready_after_migrations_watchdog_from_the_loop_status_and_stopping() {
+    let env = Env::new().await;
+    env.place(3001, 7, 8, env.today() + days(2), 2);
+    env.write_policy("lite.toml", LITE);
+    env.write_config("[schedule]\ncron = \"* * * * * *\"\njitter = \"0s\"\n");
+    let sock_path = env.path("notify.sock");
+    let sock = tokio::net::UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    let db = env.path("licrenew.db");
+    let sp = sock_path.to_string_lossy().into_owned();
+    let child = env
+        .command(
+            &["run"],
+            &[("NOTIFY_SOCKET", &sp), ("WATCHDOG_USEC", "400000")],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().expect("pid");
+
+    let mut seen: Vec<String> = Vec::new();
+    let mut db_ready_at_ready = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut buf = vec![0u8; 4096];
+    let mut stopped = false;
+    while tokio::time::Instant::now() < deadline {
+        let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await
+        else {
+            continue;
+        };
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if msg.contains("READY=1") && db_ready_at_ready.is_none() {
+            db_ready_at_ready = Some(migrated(&db).await);
+        }
+        seen.push(msg);
+        let has = |s: &str| seen.iter().any(|m| m.contains(s));
+        if !stopped
+            && has("READY=1")
+            && has("STATUS=cycle")
+            && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2
+        {
+            signal(pid, "TERM");
+            stopped = true;
+        }
+        if has("STOPPING=1") {
+            break;
+        }
+    }
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("exits")
+        .expect("status");
+
+    assert_eq!(
+        db_ready_at_ready,
+        Some(true),
+        "READY=1 only after the database is migrated: {seen:?}"
+    );
+    let ready = seen
+        .iter()
+        .position(|m| m.contains("READY=1"))
+        .expect("READY");
+    let status_msg = seen
+        .iter()
+        .find(|m| m.starts_with("STATUS="))
+        .expect("STATUS");
+    assert!(status_msg.contains("renewed"), "{status_msg}");
+    assert!(
+        seen.iter()
+            .skip(ready)
+            .filter(|m| m.contains("WATCHDOG=1"))
+            .count()
+            >= 2,
+        "{seen:?}"
+    );
+    assert!(seen.iter().any(|m| m.contains("STOPPING=1")), "{seen:?}");
+    assert_eq!(status.status.code(), Some(0));
+}
+
+/// Whether the database file exists with every migration applied (read-only: the test must
+/// not migrate it itself).
+async fn migrated(db: &std::path::Path) -> bool {
+    use sqlx::{ConnectOptions, Row};
+    if !db.exists() {
+        return false;
+    }
+    let Ok(mut conn) = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(db)
+        .read_only(true)
+        .connect()
+        .await
+    else {
+        return false;
+    };
+    let applied = sqlx::query("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1")
+        .fetch_one(&mut conn)
+        .await
+        .and_then(|r| r.try_get::<i64, _>(0));
+    applied.is_ok_and(|n| n as usize == licrenew::store::MIGRATOR.iter().count())
+}
+
+#[tokio::test]
+async fn every_alert_is_delivered_exactly_once_across_a_receiver_outage() {
+    let env = Env::new().await;
+    // 3001 fails to renew each cycle (and expires within 72h); 3002 renews fine.
+    env.place(3001, 7, 8, env.today() + days(1), 2);
+    env.place(3002, 7, 8, env.today() + days(2), 2);
+    env.write_policy("lite.toml", LITE);
+    env.sim.add_fault(Fault {
+        func: Some("software.period".into()),
+        elid: Some(3001),
+        kind: FaultKind::ErrorDoc {
+            r#type: "value".into(),
+            object: Some("period".into()),
+            msg: "Not enough money".into(),
+        },
+        times: None,
+    });
+    // A port with nobody listening: the receiver is down.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let hook_log = env.path("hook.log");
+    let hook = env.path("hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\ncat >> {}\necho >> {}\n",
+            hook_log.display(),
+            hook_log.display()
+        ),
+    )
+    .expect("hook");
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&hook)
+        .status()
+        .expect("chmod");
+    env.write_config(&format!(
+        "[schedule]\ncron = \"* * * * * *\"\njitter = \"0s\"\n[alerts]\nwebhook = \"http://{addr}/hook\"\ncommand = \"hook.sh\"\nretry = \"200ms\"\ntimeout = \"2s\"\n"
+    ));
+    let child = env
+        .command(&["run"], &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().expect("pid");
+
+    // Several cycles raise the same alerts while the webhook is down.
+    wait_for(|| env.sim.paid_calls(3002) == 1, "the good renewal").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let receiver = wiremock::MockServer::builder()
+        .listener(std::net::TcpListener::bind(addr).expect("rebind the receiver's port"))
+        .start()
+        .await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let got = || async { receiver.received_requests().await.unwrap_or_default().len() };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while got().await < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await; // more cycles: nothing is sent again
+    signal(pid, "TERM");
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("exits")
+        .expect("status");
+
+    assert_eq!(out.status.code(), Some(0));
+    let bodies: Vec<serde_json::Value> = receiver
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("json alert"))
+        .collect();
+    let mut kinds: Vec<(String, i64)> = bodies
+        .iter()
+        .map(|b| {
+            (
+                b["event"].as_str().unwrap_or("").to_owned(),
+                b["elid"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("expiring_unrenewed".to_owned(), 3001),
+            ("renewal_error".to_owned(), 3001)
+        ],
+        "each alert once"
+    );
+    let err = bodies
+        .iter()
+        .find(|b| b["event"] == "renewal_error")
+        .expect("error alert");
+    assert_eq!(err["licname"], "srv3001.example.net");
+    assert_eq!(err["product"], "ISPmanager Lite");
+    assert_eq!(err["outcome"], "error");
+    assert!(
+        err["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Not enough money"),
+        "{err}"
+    );
+    assert!(err["expiry"].is_string());
+    let hooked = std::fs::read_to_string(&hook_log).expect("the command ran");
+    assert_eq!(
+        hooked.lines().filter(|l| l.contains("\"event\"")).count(),
+        2,
+        "{hooked}"
+    );
+    env.assert_no_canary_in_files();
+}
+
+#[tokio::test]
+async fn metrics_match_the_database_after_a_cycle_and_healthz_turns_503_when_cycles_fail() {
+    let env = Env::new().await;
+    env.place(3001, 7, 8, env.today() + days(2), 2);
+    env.place(3002, 7, 8, env.today() + days(20), 2);
+    env.place(3003, 11, 16, env.today() + days(3), 3);
+    env.write_policy("lite.toml", LITE);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    env.write_config(&format!("[schedule]\ncron = \"* * * * * *\"\njitter = \"0s\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let child = env
+        .command(&["run"], &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().expect("pid");
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let http = http.clone();
+        async move {
+            match http
+                .get(format!("http://127.0.0.1:{port}{path}"))
+                .send()
+                .await
+            {
+                Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                Err(_) => (0, String::new()),
+            }
+        }
+    };
+
+    wait_for(|| env.sim.paid_calls(3001) == 1, "the renewal").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a cycle after the renewal: gauges refreshed
+    let (code, text) = get("/metrics").await;
+    let (health_ok, _) = get("/healthz").await;
+    env.sim.add_fault(Fault {
+        func: Some("software.filter".into()),
+        elid: None,
+        kind: FaultKind::Http { status: 500 },
+        times: None,
+    });
+    let mut unhealthy = (0, String::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while tokio::time::Instant::now() < deadline {
+        unhealthy = get("/healthz").await;
+        if unhealthy.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    signal(pid, "TERM");
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("exits")
+        .expect("status");
+
+    assert_eq!(code, 200);
+    assert_eq!(health_ok, 200);
+    let value = |series: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    let store = licrenew::store::Store::open(&env.path("licrenew.db"))
+        .await
+        .expect("db");
+    let rows = store.licenses().await.expect("rows");
+    let lite_active = rows
+        .iter()
+        .filter(|r| r.product == 7 && r.status == 2 && r.gone_since.is_none())
+        .count() as f64;
+    assert_eq!(
+        value("licrenew_licenses{product=\"ISPmanager Lite\",status=\"active\"}"),
+        Some(lite_active),
+        "{text}"
+    );
+    assert_eq!(
+        value("licrenew_licenses{product=\"ISPmanager Pro\",status=\"suspended\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    let r3001 = rows.iter().find(|r| r.elid == 3001).expect("3001");
+    let end_of_day = r3001
+        .expiry
+        .and_hms_opt(23, 59, 59)
+        .expect("time")
+        .and_utc()
+        .timestamp() as f64;
+    let expiry = text
+        .lines()
+        .find(|l| {
+            l.starts_with("licrenew_license_expiry_timestamp_seconds{")
+                && l.contains("elid=\"3001\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("expiry series of 3001");
+    assert!(
+        (expiry - end_of_day).abs() <= 1.0,
+        "{expiry} vs {end_of_day}"
+    );
+    assert!(
+        value("licrenew_renewals_total{outcome=\"ok\"}").is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("licrenew_api_calls_total{function=\"software.period\",result=\"ok\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("licrenew_api_call_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        value("licrenew_last_successful_cycle_timestamp_seconds").is_some_and(|v| v > 0.0),
+        "{text}"
+    );
+    assert_eq!(
+        unhealthy.0, 503,
+        "healthz after failing cycles: {unhealthy:?}"
+    );
+    assert!(unhealthy.1.contains("no successful cycle"), "{unhealthy:?}");
+    assert_eq!(out.status.code(), Some(0));
+}
