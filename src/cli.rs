@@ -16,7 +16,32 @@ use std::process::ExitCode;
 #[command(
     name = "licrenew",
     version,
-    about = "Keeps ISPsystem software licenses renewed through the BILLmanager API"
+    about = "Keeps ISPsystem software licenses renewed through the BILLmanager API",
+    long_about = "Keeps ISPsystem software licenses (ISPmanager, VDSmanager, BILLmanager, DSmanager, \
+DNSmanager, IPmanager) renewed through the BILLmanager HTTP API, unattended: per-product policy \
+files decide what is renewed, a journal in SQLite makes sure nothing is paid twice, and every \
+outcome is logged as one JSON line on stderr. Results go to stdout.",
+    after_long_help = "FILES:
+  /etc/licrenew/licrenew.toml     config (every key: /usr/share/doc/licrenew/examples/licrenew.example.toml)
+  /etc/licrenew/policies.d/*.toml one renewal policy per product; no policy = never renewed
+  $STATE_DIRECTORY/licrenew.db    state and renewal journal (else beside the config file)
+
+ENVIRONMENT:
+  LICRENEW_CONFIG                 config file when --config is not given
+  LICRENEW__SECTION__KEY          overrides one config key, e.g. LICRENEW__RENEWAL__MAX_PER_CYCLE=5
+  CREDENTIALS_DIRECTORY           systemd credentials; the password is read from its file \"password\"
+  RUST_LOG                        log filter, overrides [log] level
+
+EXIT STATUS:
+  0   success
+  1   API or transport failure, a renewal that failed or whose outcome is unknown, or another
+      process holding the database lock
+  2   usage error (bad arguments, unknown or foreign period), refused before any call
+  78  configuration or policy error (the message names the file, key and line)
+
+SIGNALS (licrenew run):
+  SIGHUP          re-read config and policies; keep the old ones if the new are invalid
+  SIGTERM/SIGINT  finish and record the renewal in flight, then exit 0"
 )]
 pub struct Args {
     /// Config file [default: $LICRENEW_CONFIG, else /etc/licrenew/licrenew.toml]

@@ -397,14 +397,18 @@ pub fn cron_interval(cron: &str) -> Option<Duration> {
 
 fn cron_interval_from(cron: &str, from: DateTime<Utc>) -> Option<Duration> {
     let parsed = crate::config::parse_cron(cron).ok()?;
-    // croner carries the start's fraction of a second into every tick, and its iterator then
-    // skips every other tick of a `* * * * * *` schedule: start on a whole second.
-    let from = from.trunc_subsecs(0);
-    let mut ticks = parsed.iter_after(from);
-    let first = ticks.next()?;
+    // Not `Cron::iter_after`: croner 3.0.1's iterator steps a second past each tick before an
+    // exclusive search, so it skips every other tick of a `* * * * * *` schedule. Whole
+    // seconds, because croner carries a start's fraction of a second into every tick.
+    let first = parsed
+        .find_next_occurrence(&from.trunc_subsecs(0), false)
+        .ok()?;
     let mut prev = first;
     let mut longest: Option<chrono::TimeDelta> = None;
-    for tick in ticks.take(CRON_MAX_TICKS) {
+    for _ in 0..CRON_MAX_TICKS {
+        let Ok(tick) = parsed.find_next_occurrence(&prev, false) else {
+            break;
+        };
         let gap = tick - prev;
         longest = Some(longest.map_or(gap, |l| l.max(gap)));
         prev = tick;
