@@ -118,6 +118,10 @@ pub fn raise(
         if !policy.rule_for(l).renew {
             continue;
         }
+        // The billing renews these by itself; only a past-due one means its autoprolong failed.
+        if l.autoprolong && !policy.override_autoprolong && l.expiry >= today {
+            continue;
+        }
         out.push(Alert {
             key: format!("expiring_unrenewed:{}:{}", l.elid, l.expiry),
             event: "expiring_unrenewed".into(),

@@ -5,7 +5,9 @@
 //! exactly one product. The built-in table is `config/catalog.toml`, embedded at compile time.
 //! Must not do I/O beyond reading a catalog file it is pointed at.
 
+use crate::config::Api;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::path::Path;
 
 const BUILTIN: &str = include_str!("../config/catalog.toml");
@@ -47,9 +49,61 @@ pub struct Period {
 pub struct Product {
     pub name: String,
     pub aliases: Vec<String>,
-    /// The product id (`price` in BILLmanager 4).
+    /// The product id: `price` in BILLmanager 4, the tariff (`pricelist`) in 5/6.
     pub price: i64,
+    /// Period ids as sent on the wire: period ids in BILLmanager 4, months in 5/6 (−100 = trial).
     pub periods: Vec<Period>,
+    /// The API generation this entry belongs to.
+    pub generation: Generation,
+}
+
+/// Which API generation a catalog entry belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Generation {
+    #[default]
+    Billmgr4,
+    Billmgr5,
+}
+
+impl Generation {
+    pub fn of(api: Api) -> Generation {
+        match api {
+            Api::Billmgr4 => Generation::Billmgr4,
+            Api::Billmgr5 => Generation::Billmgr5,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Generation::Billmgr4 => "billmgr4",
+            Generation::Billmgr5 => "billmgr5",
+        }
+    }
+}
+
+/// The periods any BILLmanager 5/6 tariff is assumed to sell when the catalog does not list
+/// it: months (the wire value) and the −100 trial.
+fn standard_months() -> Vec<Period> {
+    let mut v = vec![Period {
+        id: -100,
+        label: "trial".into(),
+        kind: PeriodKind::Trial,
+    }];
+    for n in [1u32, 2, 3, 6, 12, 24, 36] {
+        let (label, kind) = match n {
+            1 => ("1 month".to_owned(), PeriodKind::Months(1)),
+            12 => ("1 year".to_owned(), PeriodKind::Year),
+            n if n % 12 == 0 => (format!("{} years", n / 12), PeriodKind::Months(n)),
+            n => (format!("{n} months"), PeriodKind::Months(n)),
+        };
+        v.push(Period {
+            id: n as i64,
+            label,
+            kind,
+        });
+    }
+    v
 }
 
 impl Product {
@@ -69,6 +123,10 @@ impl Product {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Catalog {
     pub products: Vec<Product>,
+    /// BILLmanager 5/6: tariff ids differ per billing and change over time, so a numeric id the
+    /// catalog does not know is accepted (with the standard month periods) instead of refused.
+    #[serde(skip)]
+    pub open_ids: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +179,8 @@ struct RawProduct {
     #[serde(default)]
     aliases: Vec<String>,
     price: i64,
+    #[serde(default)]
+    generation: Option<String>,
     periods: Vec<RawPeriod>,
 }
 
@@ -183,23 +243,67 @@ impl Catalog {
             if periods.is_empty() {
                 return Err(invalid(format!("product {} has no periods", rp.name)));
             }
+            let generation = match rp.generation.as_deref() {
+                None | Some("billmgr4") => Generation::Billmgr4,
+                Some("billmgr5") => Generation::Billmgr5,
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "product {}: generation {other:?} is not \"billmgr4\" or \"billmgr5\"",
+                        rp.name
+                    )));
+                }
+            };
             products.push(Product {
                 name: rp.name,
                 aliases: rp.aliases,
                 price: rp.price,
                 periods,
+                generation,
             });
         }
-        let cat = Catalog { products };
-        cat.check().map_err(invalid)?;
+        let cat = Catalog {
+            products,
+            open_ids: false,
+        };
+        for g in [Generation::Billmgr4, Generation::Billmgr5] {
+            cat.generation(g).check(g).map_err(invalid)?;
+        }
         Ok(cat)
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// The entries of one generation.
+    pub fn generation(&self, g: Generation) -> Catalog {
+        Catalog {
+            products: self
+                .products
+                .iter()
+                .filter(|p| p.generation == g)
+                .cloned()
+                .collect(),
+            open_ids: g == Generation::Billmgr5,
+        }
+    }
+
+    /// The catalog in effect for an API generation.
+    pub fn for_api(&self, api: Api) -> Catalog {
+        self.generation(Generation::of(api))
+    }
+
+    /// Names are unique within a generation; in BILLmanager 4 a period id belongs to exactly
+    /// one product (in 5/6 periods are months, shared by every tariff).
+    fn check(&self, g: Generation) -> Result<(), String> {
         let mut prices = std::collections::HashSet::new();
         let mut periods = std::collections::HashMap::new();
         let mut names = std::collections::HashSet::new();
         for p in &self.products {
+            if g == Generation::Billmgr5
+                && let Some(bad) = p.periods.iter().find(|x| x.id < 1 && !x.kind.is_trial())
+            {
+                return Err(format!(
+                    "period {} of {}: billmgr5 periods are months (1, 12, …) or -100 for the trial",
+                    bad.id, p.name
+                ));
+            }
             if !prices.insert(p.price) {
                 return Err(format!("price id {} appears twice", p.price));
             }
@@ -212,7 +316,7 @@ impl Catalog {
                     return Err(format!("name {n:?} names two products"));
                 }
             }
-            for per in &p.periods {
+            for per in p.periods.iter().filter(|_| g == Generation::Billmgr4) {
                 if let Some(other) = periods.insert(per.id, &p.name) {
                     return Err(format!(
                         "period id {} belongs to both {other} and {}",
@@ -225,15 +329,68 @@ impl Catalog {
     }
 
     /// A product by price id, name or alias (case-insensitive).
-    pub fn product(&self, query: &str) -> Option<&Product> {
+    pub fn product(&self, query: &str) -> Option<Cow<'_, Product>> {
         let q = query.trim();
         match q.parse::<i64>() {
-            Ok(id) => self.by_price(id),
-            Err(_) => self.products.iter().find(|p| {
-                p.name.eq_ignore_ascii_case(q)
-                    || p.aliases.iter().any(|a| a.eq_ignore_ascii_case(q))
-            }),
+            Ok(id) => self.product_for(id),
+            Err(_) => self
+                .products
+                .iter()
+                .find(|p| {
+                    p.name.eq_ignore_ascii_case(q)
+                        || p.aliases.iter().any(|a| a.eq_ignore_ascii_case(q))
+                })
+                .map(Cow::Borrowed),
         }
+    }
+
+    /// The product with this id: listed, or (open catalogs) synthesized for an unknown tariff.
+    pub fn product_for(&self, price: i64) -> Option<Cow<'_, Product>> {
+        match self.by_price(price) {
+            Some(p) => Some(Cow::Borrowed(p)),
+            None if self.open_ids && price > 0 => Some(Cow::Owned(Product {
+                name: format!("pricelist {price}"),
+                aliases: Vec::new(),
+                price,
+                periods: standard_months(),
+                generation: Generation::Billmgr5,
+            })),
+            None => None,
+        }
+    }
+
+    /// A period of a product, by the id sent on the wire.
+    pub fn period_of(&self, product: i64, period: i64) -> Option<Period> {
+        self.product_for(product)?
+            .periods
+            .iter()
+            .find(|p| p.id == period)
+            .cloned()
+    }
+
+    /// Whether a license's period is a trial. In BILLmanager 4 period ids are global, so an id
+    /// that is some product's trial counts even on a row naming another product.
+    pub fn is_trial(&self, product: i64, period: i64) -> bool {
+        self.period_of(product, period)
+            .is_some_and(|p| p.kind.is_trial())
+            || (!self.open_ids
+                && self
+                    .by_period(period)
+                    .is_some_and(|(_, p)| p.kind.is_trial()))
+    }
+
+    /// The display name of a product id (its id when unknown).
+    pub fn product_name(&self, product: i64) -> String {
+        self.by_price(product)
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|| product.to_string())
+    }
+
+    /// The label of a product's period (its id when unknown).
+    pub fn period_label(&self, product: i64, period: i64) -> String {
+        self.period_of(product, period)
+            .map(|p| p.label)
+            .unwrap_or_else(|| period.to_string())
     }
 
     pub fn by_price(&self, price: i64) -> Option<&Product> {
@@ -252,14 +409,16 @@ impl Catalog {
         &self,
         product: &str,
         period: &str,
-    ) -> Result<(&Product, &Period), LookupError> {
+    ) -> Result<(Cow<'_, Product>, Period), LookupError> {
         let prod = self
             .product(product)
             .ok_or_else(|| LookupError::UnknownProduct(product.into()))?;
         if let Some(p) = prod.period(period) {
+            let p = p.clone();
             return Ok((prod, p));
         }
         if let Ok(id) = period.trim().parse::<i64>()
+            && !self.open_ids
             && let Some((owner, _)) = self.by_period(id)
         {
             return Err(LookupError::OtherProduct {
@@ -287,7 +446,7 @@ mod tests {
 
     #[test]
     fn the_builtin_catalog_has_every_product_of_the_ordering_guide() {
-        let c = Catalog::builtin();
+        let c = Catalog::builtin().for_api(Api::Billmgr4);
         let table: &[(i64, &[i64])] = &[
             (7, &[7, 8, 9]),
             (11, &[15, 16, 17]),
@@ -323,7 +482,7 @@ mod tests {
 
     #[test]
     fn lookups_work_by_id_name_alias_and_label_ignoring_case() {
-        let c = Catalog::builtin();
+        let c = Catalog::builtin().for_api(Api::Billmgr4);
         assert_eq!(c.product("7").map(|p| p.price), Some(7));
         assert_eq!(c.product("ispmanager LITE").map(|p| p.price), Some(7));
         assert_eq!(c.product("lite").map(|p| p.price), Some(7));
@@ -338,7 +497,7 @@ mod tests {
 
     #[test]
     fn a_period_of_another_product_is_refused_by_name() {
-        let c = Catalog::builtin();
+        let c = Catalog::builtin().for_api(Api::Billmgr4);
         let err = c
             .period_for("ISPmanager Pro", "8")
             .expect_err("Lite's period");
@@ -354,6 +513,30 @@ mod tests {
             c.period_for("ISPmanager Pro", "2 years"),
             Err(LookupError::UnknownPeriod { .. })
         ));
+    }
+
+    #[test]
+    fn billmgr5_names_resolve_to_tariffs_and_unknown_tariff_ids_are_accepted_in_months() {
+        let c = Catalog::builtin().for_api(Api::Billmgr5);
+        let (p, per) = c
+            .period_for("ISPmanager Lite", "1 year")
+            .expect("known tariff");
+        assert_eq!((p.price, per.id), (55227, 12));
+        let (p, per) = c.period_for("77777", "1").expect("unknown tariff id");
+        assert_eq!(
+            (p.price, per.id, per.kind),
+            (77777, 1, PeriodKind::Months(1))
+        );
+        let (_, per) = c.period_for("77777", "6 months").expect("label");
+        assert_eq!(per.id, 6);
+        assert!(c.period_of(77777, -100).is_some_and(|p| p.kind.is_trial()));
+        assert!(
+            c.period_for("ISPmanager Lite", "8").is_err(),
+            "a v4 period id is not a month count"
+        );
+        assert!(c.period_for("no such tariff", "1").is_err());
+        let v4 = Catalog::builtin().for_api(Api::Billmgr4);
+        assert!(v4.product("77777").is_none(), "billmgr4 ids stay closed");
     }
 
     #[test]

@@ -159,6 +159,9 @@ pub enum Command {
             hide_env_values = true
         )]
         password: String,
+        /// API generation to speak: billmgr4 or billmgr5
+        #[arg(long, default_value = "billmgr4", value_parser = ["billmgr4", "billmgr5"])]
+        api: String,
     },
 }
 
@@ -194,7 +197,7 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
     match &args.command {
         Command::Catalog => {
             let catalog = optional_settings(&args)?
-                .map(|s| s.catalog)
+                .map(|s| s.catalog_all)
                 .unwrap_or_else(Catalog::builtin);
             print_catalog(&catalog, args.json);
             Ok(ExitCode::SUCCESS)
@@ -205,6 +208,7 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
             seed,
             username,
             password,
+            api,
         } => {
             crate::telemetry::init(config::LogFormat::Json, "info");
             let cfg = crate::sim::SimConfig {
@@ -212,6 +216,11 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
                 seed: *seed,
                 username: username.clone(),
                 password: password.clone(),
+                api: if api == "billmgr5" {
+                    crate::sim::SimApi::Billmgr5
+                } else {
+                    crate::sim::SimApi::Billmgr4
+                },
                 ..crate::sim::SimConfig::default()
             };
             crate::sim::run_forever(*listen, cfg)
@@ -419,12 +428,16 @@ async fn prolong(args: &Args, elid: i64, period: &str) -> Result<ExitCode, Failu
     crate::billmgr::Client::new(&s.billmgr)?;
     let (ctx, _lock) = crate::daemon::open(s, policies).await?;
     let lic = ctx.client.view(elid).await?;
-    let prod = ctx.settings.catalog.by_price(lic.product).ok_or_else(|| {
-        Failure::Usage(format!(
-            "license {elid} is of product {} which the catalog does not know",
-            lic.product
-        ))
-    })?;
+    let prod = ctx
+        .settings
+        .catalog
+        .product_for(lic.product)
+        .ok_or_else(|| {
+            Failure::Usage(format!(
+                "license {elid} is of product {} which the catalog does not know",
+                lic.product
+            ))
+        })?;
     let (_, per) = resolve(&ctx.settings.catalog, &prod.price.to_string(), period)?;
     if per.kind.is_trial() {
         return Err(Failure::Usage(format!(
@@ -585,7 +598,7 @@ async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure> {
     for p in policies.iter() {
         let period = p
             .period
-            .map(|id| crate::renew::period_label(&s.catalog, id))
+            .map(|id| s.catalog.period_label(p.product, id))
             .unwrap_or_else(|| "-".into());
         println!(
             "policy     {}: {} renew={} period={} before={}",
@@ -607,6 +620,36 @@ async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure> {
         let client = Client::new(&s.billmgr)?;
         client.check_login().await?;
         println!("login      {} at {}: ok", s.billmgr.username, s.billmgr.url);
+        // Licenses the billing renews by itself that a policy would renew too: one of the two
+        // should go, or the account pays twice (licrenew skips them unless overridden).
+        let listing = client.list(None).await?;
+        let mut both = 0;
+        for l in listing.licenses.iter().filter(|l| l.autoprolong) {
+            let Some(p) = policies.for_product(l.product) else {
+                continue;
+            };
+            if !p.rule_for(l).renew {
+                continue;
+            }
+            both += 1;
+            let what = if p.override_autoprolong {
+                "override_autoprolong = true: licrenew renews it too, the account may pay twice"
+            } else {
+                "skipped by licrenew while autoprolong is on"
+            };
+            println!(
+                "warning    license {} ({}): server-side autoprolong is on and {} renews it: {what}",
+                l.elid,
+                l.licname,
+                p.file.display()
+            );
+            tracing::warn!(elid = l.elid, licname = %l.licname, policy = %p.file.display(),
+                override_autoprolong = p.override_autoprolong, "license covered by both autoprolong and a renew policy");
+        }
+        println!(
+            "licenses   {} listed, {both} covered by both autoprolong and a renew policy",
+            listing.licenses.len()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -632,7 +675,7 @@ fn resolve<'c>(
     catalog: &'c Catalog,
     product: &str,
     period: &str,
-) -> Result<(&'c Product, &'c Period), Failure> {
+) -> Result<(std::borrow::Cow<'c, Product>, Period), Failure> {
     catalog
         .period_for(product, period)
         .map_err(|e| Failure::Usage(e.to_string()))
@@ -647,7 +690,8 @@ fn print_catalog(catalog: &Catalog, json: bool) {
         return;
     }
     let mut rows = vec![vec![
-        "PRODUCT".to_owned(),
+        "API".to_owned(),
+        "PRODUCT".into(),
         "PRICE".into(),
         "PERIOD".into(),
         "LABEL".into(),
@@ -656,6 +700,7 @@ fn print_catalog(catalog: &Catalog, json: bool) {
     for p in &catalog.products {
         for per in &p.periods {
             rows.push(vec![
+                p.generation.as_str().to_owned(),
                 p.name.clone(),
                 p.price.to_string(),
                 per.id.to_string(),
@@ -685,18 +730,10 @@ fn print_licenses(catalog: &Catalog, licenses: &[License], json: bool) {
         "STATUS".into(),
     ]];
     for l in licenses {
-        let product = catalog
-            .by_price(l.product)
-            .map(|p| p.name.clone())
-            .unwrap_or_else(|| l.product.to_string());
+        let product = catalog.product_name(l.product);
         let period = l
             .period
-            .map(|id| {
-                catalog
-                    .by_period(id)
-                    .map(|(_, p)| p.label.clone())
-                    .unwrap_or_else(|| id.to_string())
-            })
+            .map(|id| catalog.period_label(l.product, id))
             .unwrap_or_default();
         rows.push(vec![
             l.elid.to_string(),
@@ -795,7 +832,7 @@ fn print_history(catalog: &Catalog, rows: &[crate::store::JournalRow], json: boo
             r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
             r.elid.to_string(),
             r.licname.clone(),
-            crate::renew::period_label(catalog, r.period),
+            catalog.period_label(r.product, r.period),
             r.expiry_before.to_string(),
             r.state.clone(),
             r.new_expiry.map(|d| d.to_string()).unwrap_or_default(),

@@ -317,7 +317,10 @@ impl<'de> Deserialize<'de> for Password {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Api {
+    /// BILLmanager 4: `software.*` functions, `price`/period ids.
     Billmgr4,
+    /// BILLmanager 5/6: `soft.*`, `service.prolong`, `pricelist`/months.
+    Billmgr5,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -380,7 +383,10 @@ pub struct AlertSettings {
 pub struct Settings {
     pub file: PathBuf,
     pub billmgr: BillmgrSettings,
+    /// The catalog entries of the configured API generation.
     pub catalog: Catalog,
+    /// Every entry, both generations (for `licrenew catalog`).
+    pub catalog_all: Catalog,
     /// SQLite database file.
     pub database: PathBuf,
     pub schedule: ScheduleSettings,
@@ -449,7 +455,7 @@ pub fn load_with_env(
 fn from_config_error(file: &Path, e: config::ConfigError) -> ConfigError {
     match e {
         config::ConfigError::FileParse { cause, .. } => {
-            ConfigError::new(file, None, cause.to_string())
+            ConfigError::new(file, None, without_excerpt(&cause.to_string()))
         }
         config::ConfigError::At { error, key, .. } => {
             // The inner error may repeat the key; keep its own words.
@@ -466,6 +472,19 @@ fn from_config_error(file: &Path, e: config::ConfigError) -> ConfigError {
         ),
         other => ConfigError::new(file, None, other.to_string()),
     }
+}
+
+/// A TOML syntax error without the source lines it quotes (`4 | password = "…`): the line
+/// at fault may hold the password. The position (`at line 4, column 31`) and the reason stay.
+fn without_excerpt(msg: &str) -> String {
+    msg.lines()
+        .map(str::trim)
+        .filter(|l| {
+            let gutter = l.split_once('|').map(|(n, _)| n.trim());
+            !l.is_empty() && !gutter.is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
@@ -507,16 +526,11 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
     }
     let api = match b.api.as_str() {
         "billmgr4" => Api::Billmgr4,
-        "billmgr5" => {
-            return Err(err(
-                "billmgr.api",
-                "\"billmgr5\" (BILLmanager 5/6) is not supported yet; use \"billmgr4\"".into(),
-            ));
-        }
+        "billmgr5" => Api::Billmgr5,
         other => {
             return Err(err(
                 "billmgr.api",
-                format!("{other:?} is not one of \"billmgr4\""),
+                format!("{other:?} is not one of \"billmgr4\", \"billmgr5\""),
             ));
         }
     };
@@ -656,7 +670,8 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
             read_attempts: b.read_attempts,
             max_body: b.max_body_mib.saturating_mul(1024 * 1024),
         },
-        catalog,
+        catalog: catalog.for_api(api),
+        catalog_all: catalog,
         database,
         schedule: ScheduleSettings {
             cron: s.cron,

@@ -267,6 +267,18 @@ async fn cycle_body(
         };
         let mut ev = Event::new(&s.catalog, &a.license, a.period, outcome);
         ev.reason = a.reason.clone();
+        if outcome == Outcome::DryRun
+            && let Some(period) = a.period
+        {
+            // Where the API previews a renewal for free (5/6), show the new expiry.
+            match ctx.client.preview_renew(a.license.elid, period).await {
+                Ok(d) => ev.new_expiry = d,
+                Err(e) if e.is_auth() => return Err(Fatal::Auth(e)),
+                Err(e) => {
+                    tracing::warn!(elid = a.license.elid, error = %e, "renewal preview failed")
+                }
+            }
+        }
         ev.policy_file = a.policy_file.as_ref().map(|p| p.display().to_string());
         record(ctx, report, ev, cycle).await?;
     }

@@ -82,6 +82,9 @@ pub struct License {
     /// Last day the license is valid (the API's `expiredate`; valid through that whole day).
     pub expiry: NaiveDate,
     pub status: Status,
+    /// Server-side automatic renewal is on (BILLmanager 5/6): the billing charges by itself.
+    #[serde(default)]
+    pub autoprolong: bool,
 }
 
 /// Why a row of a list could not be read as a license.

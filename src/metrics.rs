@@ -489,7 +489,7 @@ mod tests {
     }
 
     fn catalog() -> Catalog {
-        Catalog::builtin()
+        Catalog::builtin().for_api(crate::config::Api::Billmgr4)
     }
 
     fn price_of(catalog: &Catalog, name: &str) -> i64 {
@@ -523,6 +523,7 @@ mod tests {
             last_outcome: None,
             last_reason: None,
             last_decided: None,
+            autoprolong: false,
         }
     }
 

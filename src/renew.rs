@@ -64,8 +64,8 @@ impl Event {
         Event {
             elid: l.elid,
             licname: l.licname.clone(),
-            product: product_name(catalog, l.product),
-            period: period.map(|p| period_label(catalog, p)),
+            product: catalog.product_name(l.product),
+            period: period.map(|p| catalog.period_label(l.product, p)),
             outcome,
             reason: None,
             error_type: None,
@@ -131,17 +131,7 @@ impl Event {
 }
 
 pub fn product_name(catalog: &Catalog, product: i64) -> String {
-    catalog
-        .by_price(product)
-        .map(|p| p.name.clone())
-        .unwrap_or_else(|| product.to_string())
-}
-
-pub fn period_label(catalog: &Catalog, period: i64) -> String {
-    catalog
-        .by_period(period)
-        .map(|(_, p)| p.label.clone())
-        .unwrap_or_else(|| period.to_string())
+    catalog.product_name(product)
 }
 
 /// A failure that must end the cycle: the server refused the login, or the journal cannot be
@@ -180,6 +170,7 @@ impl Executor<'_> {
             period: Some(row.period),
             expiry: row.expiry_before,
             status: Status::Active,
+            autoprolong: false,
         };
         let ev = |outcome| {
             let mut e = Event::new(self.catalog, &stored, Some(row.period), outcome);
@@ -270,9 +261,8 @@ impl Executor<'_> {
             e
         };
         // Defence in depth: the period must be one of the product's, and not a trial.
-        match self.catalog.by_period(period) {
-            Some((prod, per)) if prod.price == planned.product && !per.kind.is_trial() => {}
-            _ => return Ok(base(planned, Outcome::Skipped).reason("period not valid for product")),
+        if !crate::policy::is_renewal_period(self.catalog, planned.product, period) {
+            return Ok(base(planned, Outcome::Skipped).reason("period not valid for product"));
         }
 
         // 1. Re-read just before paying.
@@ -380,6 +370,9 @@ fn refuse(planned: &License, fresh: &License) -> Option<String> {
     }
     if fresh.product != planned.product {
         return Some("product changed since listing".into());
+    }
+    if fresh.autoprolong && !planned.autoprolong {
+        return Some("autoprolong turned on since listing".into());
     }
     if fresh.expiry != planned.expiry {
         return Some(format!(

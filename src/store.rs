@@ -54,6 +54,7 @@ pub struct StoredLicense {
     pub last_outcome: Option<String>,
     pub last_reason: Option<String>,
     pub last_decided: Option<DateTime<Utc>>,
+    pub autoprolong: bool,
 }
 
 impl StoredLicense {
@@ -66,6 +67,7 @@ impl StoredLicense {
             period: self.period,
             expiry: self.expiry,
             status: Status::parse(&self.status_raw),
+            autoprolong: self.autoprolong,
         }
     }
 }
@@ -155,7 +157,7 @@ pub struct Store {
     pool: SqlitePool,
 }
 
-const LICENSE_COLS: &str = "elid, licname, ip, product, period, expiry, status, status_raw, first_seen, last_seen, gone_since, last_outcome, last_reason, last_decided";
+const LICENSE_COLS: &str = "elid, licname, ip, product, period, expiry, status, status_raw, first_seen, last_seen, gone_since, last_outcome, last_reason, last_decided, autoprolong";
 const JOURNAL_COLS: &str = "id, elid, licname, product, period, expiry_before, state, source, created_at, finished_at, error_class, error_type, error_object, error_msg, new_expiry, cycle_id, policy_file, policy_hash";
 
 impl Store {
@@ -556,11 +558,11 @@ async fn upsert_one(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO licenses (elid, licname, ip, product, period, expiry, status, status_raw, first_seen, last_seen, gone_since)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)
+        "INSERT INTO licenses (elid, licname, ip, product, period, expiry, status, status_raw, first_seen, last_seen, gone_since, autoprolong)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)
          ON CONFLICT(elid) DO UPDATE SET licname = excluded.licname, ip = excluded.ip, product = excluded.product,
            period = excluded.period, expiry = excluded.expiry, status = excluded.status, status_raw = excluded.status_raw,
-           last_seen = excluded.last_seen, gone_since = NULL",
+           last_seen = excluded.last_seen, gone_since = NULL, autoprolong = excluded.autoprolong",
     )
     .bind(l.elid)
     .bind(&l.licname)
@@ -575,6 +577,7 @@ async fn upsert_one(
     })
     .bind(now)
     .bind(now)
+    .bind(l.autoprolong)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -640,6 +643,7 @@ mod tests {
             period: Some(8),
             expiry,
             status: Status::Active,
+            autoprolong: false,
         }
     }
 

@@ -107,13 +107,23 @@ impl Client {
         self.dialect
     }
 
-    /// Lists licenses. With a window, only those whose expiry falls inside it (the server-side
-    /// filter is set, used and cleared again); without, all of them (the filter is cleared first,
-    /// since the server keeps it per user).
+    /// Lists licenses. With a window, only those whose expiry falls inside it: BILLmanager 4
+    /// filters on the server (the saved filter is set, used and cleared again), 5/6 has no such
+    /// filter, so every page is read and filtered here. Without a window, all of them (the
+    /// saved filter is cleared first, since the server keeps it per user).
     pub async fn list(&self, window: Option<(NaiveDate, NaiveDate)>) -> Result<Listing, Error> {
+        if !self.dialect.has_server_filter() {
+            let mut listing = self.list_pages().await?;
+            if let Some((from, to)) = window {
+                listing
+                    .licenses
+                    .retain(|l| l.expiry >= from && l.expiry <= to);
+            }
+            return Ok(listing);
+        }
         self.call_ok(&self.dialect.set_filter(window), Kind::Read)
             .await?;
-        let listing = self.list_now().await;
+        let listing = self.list_pages().await;
         if window.is_some()
             && let Err(e) = self
                 .call_ok(&self.dialect.set_filter(None), Kind::Read)
@@ -124,34 +134,67 @@ impl Client {
         listing
     }
 
-    async fn list_now(&self) -> Result<Listing, Error> {
-        let call = self.dialect.list();
+    /// Reads the list, page after page where the generation pages it, until `p_elems` rows
+    /// were seen (or a page comes back empty).
+    async fn list_pages(&self) -> Result<Listing, Error> {
         let dialect = self.dialect;
         let mut listing = Listing::default();
-        let doc = self
-            .call_rows(
-                &call,
-                Kind::Read,
-                &mut |row: Fields| match dialect.license(&row) {
-                    Some(Ok(l)) => listing.licenses.push(l),
-                    Some(Err(e)) => listing.bad_rows.push(e),
-                    None => {}
-                },
-            )
-            .await?;
-        if doc.rows == 0 && doc.ok.is_some() {
-            return Err(Error::new(
-                call.func,
-                None,
-                ErrorKind::Unexpected(
-                    "<ok/> in place of a list (an account with two-factor login cannot be used by licrenew)".into(),
-                ),
-            ));
+        let mut rows_seen = 0usize;
+        let mut page = 1;
+        loop {
+            let call = dialect.list(page);
+            let doc = self
+                .call_rows(
+                    &call,
+                    Kind::Read,
+                    &mut |row: Fields| match dialect.license(&row) {
+                        Some(Ok(l)) => listing.licenses.push(l),
+                        Some(Err(e)) => listing.bad_rows.push(e),
+                        None => {}
+                    },
+                )
+                .await?;
+            if doc.rows == 0 && doc.ok.is_some() {
+                return Err(Error::new(
+                    call.func,
+                    None,
+                    ErrorKind::Unexpected(
+                        "<ok/> in place of a list (an account with two-factor login cannot be used by licrenew)".into(),
+                    ),
+                ));
+            }
+            rows_seen += doc.rows;
+            let total = doc
+                .fields
+                .get("p_elems")
+                .and_then(|v| v.parse::<usize>().ok());
+            let more = dialect.is_paged()
+                && doc.rows > 0
+                && total.is_some_and(|t| rows_seen < t)
+                // A server that ignores p_num would repeat page 1 forever: stop past the total.
+                && page <= total.unwrap_or(0) / super::dialect::PAGE_SIZE + 1;
+            if !more {
+                break;
+            }
+            page += 1;
         }
         for bad in &listing.bad_rows {
-            tracing::warn!(func = call.func, row = %bad, "skipped a license row that does not parse");
+            tracing::warn!(row = %bad, "skipped a license row that does not parse");
         }
         Ok(listing)
+    }
+
+    /// The new expiry a renewal would give, where the API previews it for free (5/6
+    /// `service.prolong` without `sok`); `Ok(None)` where it does not.
+    pub async fn preview_renew(&self, elid: i64, period: i64) -> Result<Option<NaiveDate>, Error> {
+        let Some(call) = self.dialect.preview_renew(elid, period) else {
+            return Ok(None);
+        };
+        let doc = self.call_ok_or_data(&call, Kind::Read).await?;
+        Ok(doc
+            .fields
+            .get("newexpiredate")
+            .and_then(crate::domain::parse_date))
     }
 
     /// Reads one license.
@@ -370,13 +413,25 @@ impl Client {
         }
         let doc = self.post(call.func, call.elid, &form, on_row).await?;
         if let Some(raw) = doc.error.clone() {
+            let sid = match self.cfg.auth {
+                AuthMode::Session => form.iter().find(|(k, _)| *k == "auth").map(|(_, v)| *v),
+                AuthMode::Authinfo => None,
+            };
             return Err(Error::new(
                 call.func,
                 call.elid,
-                ErrorKind::Api(Box::new(ApiError::from_raw(raw))),
+                ErrorKind::Api(Box::new(self.api_error(raw, sid))),
             ));
         }
         Ok(doc)
+    }
+
+    /// An `<error>` as an [`ApiError`], with the password and the session id blanked out
+    /// wherever the server echoed them.
+    fn api_error(&self, raw: xml::RawError, sid: Option<&str>) -> ApiError {
+        let mut e = ApiError::from_raw(raw);
+        e.redact(&[self.password.expose_secret(), sid.unwrap_or_default()]);
+        e
     }
 
     async fn session_id(&self) -> Result<SecretString, Error> {
@@ -409,7 +464,7 @@ impl Client {
             let err = Error::new(
                 "auth",
                 None,
-                ErrorKind::Api(Box::new(ApiError::from_raw(raw))),
+                ErrorKind::Api(Box::new(self.api_error(raw, None))),
             );
             // Any refused login trips the fuse: retrying bad credentials leads to lockouts.
             self.auth_refused.store(true, Ordering::SeqCst);

@@ -171,6 +171,44 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// Blanks out every occurrence of `secrets` (and their URL-encoded forms) that the server
+    /// echoed back into the message, object, value or params: an error is logged, printed and
+    /// written to the journal, and a password or session id must reach none of them.
+    pub fn redact(&mut self, secrets: &[&str]) {
+        let mut needles: Vec<String> = Vec::new();
+        for s in secrets.iter().filter(|s| !s.is_empty()) {
+            needles.push((*s).to_owned());
+            let encoded: String = url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
+            if encoded != *s {
+                needles.push(encoded);
+            }
+        }
+        let clean = |text: &mut String| {
+            for n in &needles {
+                if text.contains(n.as_str()) {
+                    *text = text.replace(n.as_str(), "[redacted]");
+                }
+            }
+        };
+        for field in [
+            &mut self.object,
+            &mut self.msg,
+            &mut self.value,
+            &mut self.code,
+        ] {
+            if let Some(text) = field.as_mut() {
+                clean(text);
+            }
+        }
+        clean(&mut self.kind);
+        for (k, v) in &mut self.params {
+            clean(k);
+            clean(v);
+        }
+    }
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "API error type={}", self.kind)?;
@@ -190,13 +228,45 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-/// Fills `__name__` placeholders of a message from the error's params.
+/// The longest message kept, in bytes. A message is for a human; and an answer that names one
+/// placeholder thousands of times, with a long value, must not multiply into gigabytes.
+pub const MAX_MSG: usize = 8 * 1024;
+
+/// Fills `__name__` placeholders of a message from the error's params, in one pass (a value is
+/// never searched for placeholders again), and cuts the result at [`MAX_MSG`] bytes.
 fn fill_placeholders(msg: &str, params: &[(String, String)]) -> String {
-    let mut out = msg.to_owned();
-    for (k, v) in params {
-        if !k.is_empty() {
-            out = out.replace(&format!("__{k}__"), v);
+    let mut out = String::with_capacity(msg.len().min(MAX_MSG));
+    let mut rest = msg;
+    while out.len() <= MAX_MSG {
+        let Some(start) = rest.find("__") else {
+            out.push_str(rest);
+            break;
+        };
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let filled = after.find("__").and_then(|end| {
+            let name = &after[..end];
+            let (_, value) = params.iter().find(|(k, _)| !k.is_empty() && k == name)?;
+            Some((value, end))
+        });
+        match filled {
+            Some((value, end)) => {
+                out.push_str(value);
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str("__");
+                rest = after;
+            }
         }
+    }
+    if out.len() > MAX_MSG {
+        let mut cut = MAX_MSG;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
     }
     out
 }
@@ -242,6 +312,49 @@ mod tests {
             e.to_string(),
             "API error type=value object=ip code=4 value=\"1.2.3.4\": Bad 1.2.3.4 for ip"
         );
+    }
+
+    #[test]
+    fn placeholders_are_filled_once_and_the_message_stays_bounded() {
+        let params = vec![
+            ("a".to_owned(), "x".repeat(2000)),
+            ("b".to_owned(), "__a____a__".to_owned()),
+            ("c".to_owned(), "C".to_owned()),
+        ];
+
+        let bomb = fill_placeholders(&"__a____b__".repeat(2000), &params);
+        let plain = fill_placeholders("__init__ of __c__, __c____unknown__ ✓", &params);
+
+        assert!(bomb.len() <= MAX_MSG + '…'.len_utf8(), "{}", bomb.len());
+        assert!(bomb.ends_with('…') && bomb.starts_with("xxx"));
+        assert_eq!(plain, "__init__ of C, C__unknown__ ✓");
+        assert_eq!(
+            fill_placeholders("__b__", &params),
+            "__a____a__",
+            "values are not refilled"
+        );
+    }
+
+    #[test]
+    fn redact_blanks_echoed_secrets_and_their_encoded_forms() {
+        let raw = RawError {
+            kind: Some("value".into()),
+            object: Some("authinfo=u:p&w d".into()),
+            msg: Some("Bad authinfo=u:p%26w+d and p&w d".into()),
+            params: vec![("value".into(), "p&w d".into())],
+            ..RawError::default()
+        };
+        let mut e = ApiError::from_raw(raw);
+
+        e.redact(&["p&w d", ""]);
+
+        assert_eq!(e.object.as_deref(), Some("authinfo=u:[redacted]"));
+        assert_eq!(
+            e.msg.as_deref(),
+            Some("Bad authinfo=u:[redacted] and [redacted]")
+        );
+        assert_eq!(e.value.as_deref(), Some("[redacted]"));
+        assert_eq!(e.params[0].1, "[redacted]");
     }
 
     #[test]

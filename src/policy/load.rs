@@ -49,6 +49,9 @@ pub struct Policy {
     pub before: Duration,
     /// Whether a license currently on a trial period may be renewed (onto `period`).
     pub renew_trials: bool,
+    /// Renew even licenses whose server-side autoprolong is on (BILLmanager 5/6). Default
+    /// false: the billing charges for those by itself, and renewing too would pay twice.
+    pub override_autoprolong: bool,
     excepts: Vec<Except>,
 }
 
@@ -265,6 +268,8 @@ struct RawPolicy {
     #[serde(default)]
     renew_trials: bool,
     #[serde(default)]
+    override_autoprolong: bool,
+    #[serde(default)]
     except: Vec<Spanned<RawExcept>>,
 }
 
@@ -401,7 +406,7 @@ fn parse(
     let period = raw
         .period
         .as_ref()
-        .map(|p| src.period(catalog, product, p))
+        .map(|p| src.period(catalog, &product, p))
         .transpose()?;
     let before = match &raw.before {
         Some(b) => src.before(b)?,
@@ -462,7 +467,7 @@ fn parse(
         let own_period = e
             .period
             .as_ref()
-            .map(|p| src.period(catalog, product, p))
+            .map(|p| src.period(catalog, &product, p))
             .transpose()
             .map_err(|mut err| {
                 err.msg = format!("except #{n}: {}", err.msg);
@@ -520,6 +525,7 @@ fn parse(
         period: period.map(|(id, _)| id),
         before,
         renew_trials: raw.renew_trials,
+        override_autoprolong: raw.override_autoprolong,
         excepts,
         file,
     };
@@ -535,7 +541,7 @@ mod tests {
     fn load(text: &str) -> Result<Policies, PolicyError> {
         Policies::from_sources(
             &[(PathBuf::from("p.d/lite.toml"), text.to_owned())],
-            &Catalog::builtin(),
+            &Catalog::builtin().for_api(crate::config::Api::Billmgr4),
         )
     }
 
@@ -557,6 +563,7 @@ mod tests {
             period: Some(8),
             expiry: NaiveDate::from_ymd_opt(2025, 3, 1).expect("date"),
             status: Status::Active,
+            autoprolong: false,
         }
     }
 
@@ -891,7 +898,11 @@ mod tests {
         ];
 
         // Act
-        let err = Policies::from_sources(&sources, &Catalog::builtin()).expect_err("duplicate");
+        let err = Policies::from_sources(
+            &sources,
+            &Catalog::builtin().for_api(crate::config::Api::Billmgr4),
+        )
+        .expect_err("duplicate");
 
         // Assert
         assert_eq!(err.file, PathBuf::from("p.d/b.toml"));
@@ -999,7 +1010,11 @@ before = "2d"
         std::fs::create_dir(dir.path().join("old.toml")).expect("mkdir");
 
         // Act
-        let policies = Policies::load_dir(dir.path(), &Catalog::builtin()).expect("loads");
+        let policies = Policies::load_dir(
+            dir.path(),
+            &Catalog::builtin().for_api(crate::config::Api::Billmgr4),
+        )
+        .expect("loads");
 
         // Assert
         let files: Vec<PathBuf> = policies.iter().map(|p| p.file.clone()).collect();
@@ -1021,8 +1036,16 @@ before = "2d"
         let missing = dir.path().join("nope");
 
         // Act
-        let empty = Policies::load_dir(dir.path(), &Catalog::builtin()).expect("empty is valid");
-        let err = Policies::load_dir(&missing, &Catalog::builtin()).expect_err("missing");
+        let empty = Policies::load_dir(
+            dir.path(),
+            &Catalog::builtin().for_api(crate::config::Api::Billmgr4),
+        )
+        .expect("empty is valid");
+        let err = Policies::load_dir(
+            &missing,
+            &Catalog::builtin().for_api(crate::config::Api::Billmgr4),
+        )
+        .expect_err("missing");
 
         // Assert
         assert!(empty.is_empty());
@@ -1043,9 +1066,17 @@ before = "2d"
         std::fs::write(dir.path().join("pro.toml"), "product = 11\nrenew = true\n").expect("write");
 
         // Act
-        let err = Policies::load_dir(dir.path(), &Catalog::builtin()).expect_err("pro is bad");
+        let err = Policies::load_dir(
+            dir.path(),
+            &Catalog::builtin().for_api(crate::config::Api::Billmgr4),
+        )
+        .expect_err("pro is bad");
         std::fs::remove_file(dir.path().join("pro.toml")).expect("rm");
-        let ok = Policies::load_dir(dir.path(), &Catalog::builtin()).expect("loads");
+        let ok = Policies::load_dir(
+            dir.path(),
+            &Catalog::builtin().for_api(crate::config::Api::Billmgr4),
+        )
+        .expect("loads");
 
         // Assert
         assert_eq!(err.file, dir.path().join("pro.toml"));
@@ -1060,7 +1091,11 @@ before = "2d"
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policies.example.d");
 
         // Act
-        let policies = Policies::load_dir(&dir, &Catalog::builtin()).expect("examples load");
+        let policies = Policies::load_dir(
+            &dir,
+            &Catalog::builtin().for_api(crate::config::Api::Billmgr4),
+        )
+        .expect("examples load");
 
         // Assert
         let lite = policies.for_product(7).expect("ISPmanager Lite example");

@@ -150,8 +150,8 @@ pub fn due_date(expiry: NaiveDate, before: Duration) -> NaiveDate {
 /// periods in the catalog and not a trial. The executor may call it again before paying.
 pub fn is_renewal_period(catalog: &Catalog, product: i64, period: i64) -> bool {
     catalog
-        .by_period(period)
-        .is_some_and(|(owner, p)| owner.price == product && !p.kind.is_trial())
+        .period_of(product, period)
+        .is_some_and(|p| !p.kind.is_trial())
 }
 
 /// Decides what to do with each license. See the module docs of [`crate::policy`] for what it
@@ -267,11 +267,16 @@ impl Context<'_> {
             ));
         }
 
+        // 5b. The billing renews it by itself (server-side autoprolong): renewing too would
+        // pay twice, unless the policy explicitly takes over.
+        if license.autoprolong && !policy.override_autoprolong {
+            return from_policy(Action::skip(license, "autoprolong"));
+        }
+
         // 6. Trials are not renewed unless the policy opts in.
         let on_trial = license
             .period
-            .and_then(|id| self.catalog.by_period(id))
-            .is_some_and(|(_, p)| p.kind.is_trial());
+            .is_some_and(|id| self.catalog.is_trial(license.product, id));
         if on_trial && !policy.renew_trials {
             return from_policy(Action::skip(license, "trial"));
         }
@@ -327,6 +332,7 @@ mod tests {
             period: Some(8),
             expiry: day(expiry),
             status: Status::Active,
+            autoprolong: false,
         }
     }
 
@@ -335,7 +341,11 @@ mod tests {
             .iter()
             .map(|(name, text)| (PathBuf::from(name), (*text).to_owned()))
             .collect();
-        Policies::from_sources(&sources, &Catalog::builtin()).expect("valid test policies")
+        Policies::from_sources(
+            &sources,
+            &Catalog::builtin().for_api(crate::config::Api::Billmgr4),
+        )
+        .expect("valid test policies")
     }
 
     const LITE_MONTHLY: &str = "product = 7\nrenew = true\nperiod = \"1 month\"\nbefore = \"7d\"\n";
@@ -348,7 +358,7 @@ mod tests {
         evaluate(
             licenses,
             policies,
-            &Catalog::builtin(),
+            &Catalog::builtin().for_api(crate::config::Api::Billmgr4),
             journal,
             day("2025-03-01"),
             10,
@@ -650,7 +660,7 @@ mod tests {
         let p = evaluate(
             &licenses,
             &lite_monthly(),
-            &Catalog::builtin(),
+            &Catalog::builtin().for_api(crate::config::Api::Billmgr4),
             &[],
             day("2025-03-01"),
             2,
@@ -683,7 +693,7 @@ mod tests {
         let p = evaluate(
             &licenses,
             &lite_monthly(),
-            &Catalog::builtin(),
+            &Catalog::builtin().for_api(crate::config::Api::Billmgr4),
             &[],
             day("2025-03-01"),
             0,

@@ -117,6 +117,7 @@ fn build_license(raw: &RawLicense, catalog: &Catalog) -> License {
         period,
         expiry: add_days(base(), raw.expiry),
         status,
+        autoprolong: false,
     }
 }
 
@@ -253,7 +254,7 @@ struct Scenario {
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
-    let catalog = Catalog::builtin();
+    let catalog = Catalog::builtin().for_api(crate::config::Api::Billmgr4);
     let products = catalog.products.len();
     (
         prop::collection::vec(raw_license(), 0..14),
@@ -318,7 +319,7 @@ fn run(s: &Scenario) -> Plan {
     evaluate(
         &s.licenses,
         &s.policies,
-        &Catalog::builtin(),
+        &Catalog::builtin().for_api(crate::config::Api::Billmgr4),
         &s.journal,
         s.today,
         s.cap,
@@ -414,7 +415,7 @@ proptest! {
 
     #[test]
     fn the_planner_never_renews_a_trial_unless_the_policy_renews_trials(s in scenario()) {
-        let catalog = Catalog::builtin();
+        let catalog = Catalog::builtin().for_api(crate::config::Api::Billmgr4);
 
         let plan = run(&s);
 
@@ -486,7 +487,7 @@ proptest! {
 
     #[test]
     fn the_planner_never_pays_for_a_trial_or_another_products_period(s in scenario()) {
-        let catalog = Catalog::builtin();
+        let catalog = Catalog::builtin().for_api(crate::config::Api::Billmgr4);
 
         let plan = run(&s);
 

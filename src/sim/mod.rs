@@ -1,19 +1,23 @@
-//! A faithful, stateful simulator of the BILLmanager 4 license API, served over real HTTP on
-//! loopback, with fault injection and a ledger of paid calls.
+//! A faithful, stateful simulator of the BILLmanager license API, in either generation
+//! ([`SimApi::Billmgr4`] or [`SimApi::Billmgr5`] for BILLmanager 5/6, chosen at start), served
+//! over real HTTP on loopback, with fault injection and a ledger of paid calls.
 //!
 //! Owns: the public simulator API ([`start`], [`SimHandle`], [`SimConfig`], [`Fault`]), the
 //! wire behaviour of `software`, `software.filter`, `software.edit`, `software.licinfo`,
-//! `software.period` and `auth`, and a JSON control API under `/_sim/` for when it runs as a
-//! separate process (`licrenew sim`).
+//! `software.period` (BILLmanager 4), of `soft`, `soft.edit`, `soft.order.param`,
+//! `soft.checkip`, `service.prolong` (BILLmanager 5/6) and of `auth` (both), and a JSON control
+//! API under `/_sim/` for when it runs as a separate process (`licrenew sim`). A simulator
+//! speaks one generation only: the other's functions answer `missed`/`func`.
 //!
 //! Must not: import anything from the rest of the crate or parse XML. It is the independent
 //! witness the client is tested against; a parser or catalog shared with the client would
 //! make a shared bug invisible. It keeps its own product table ([`catalog`]) and only
 //! *generates* XML ([`xml`]).
 //!
-//! Layout: `catalog` (product/period ids), `sample` (seeded sample licenses), `xml` (document
-//! writer), `state` (the world and the business rules, synchronous), `server` (hyper, faults,
-//! control API).
+//! Layout: `catalog` (v4 product/period ids and the 5/6 tariff table), `sample` (seeded sample
+//! licenses), `xml` (document writer), `state` (the world, auth and the v4 business rules,
+//! synchronous) with `state/billmgr5.rs` (the 5/6 functions), `server` (hyper, faults, control
+//! API).
 
 mod catalog;
 mod sample;
@@ -32,9 +36,24 @@ use tokio::task::JoinHandle;
 
 use state::State;
 
+/// Which BILLmanager generation the simulator speaks (see billmgr-api.md §1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SimApi {
+    /// The original ordering guide: `software*`, product and period *ids*, at
+    /// `/manager/billmgr`.
+    #[default]
+    Billmgr4,
+    /// BILLmanager 5/6: `soft*` and `service.prolong`, tariff ids and periods in *months*,
+    /// paging, nested answers, at `/billmgr`.
+    Billmgr5,
+}
+
 /// How to build the simulated account.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
+    /// The API generation spoken. Default [`SimApi::Billmgr4`].
+    pub api: SimApi,
     /// How many sample licenses to generate (ids from 1001). Default 25.
     pub licenses: usize,
     /// Seed of the deterministic sample generator. Default 1.
@@ -50,6 +69,7 @@ pub struct SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
+            api: SimApi::Billmgr4,
             licenses: 25,
             seed: 1,
             username: "demo".to_owned(),
@@ -59,21 +79,27 @@ impl Default for SimConfig {
     }
 }
 
-/// One license as the simulator stores it.
+/// One license as the simulator stores it. The meaning of `price` and `period` depends on the
+/// simulator's [`SimApi`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimLicense {
     pub id: i64,
     pub licname: String,
     pub ip: String,
-    /// Product id (`price` of the ordering guide).
+    /// BILLmanager 4: product id (`price` of the ordering guide). BILLmanager 5/6: tariff id
+    /// (`pricelist`, e.g. 55227 for the simulator's ISPmanager 6 Lite).
     pub price: i64,
-    /// Period id (not months).
+    /// BILLmanager 4: period id (not months). BILLmanager 5/6: months, `-100` = trial.
     pub period: i64,
     pub expiredate: NaiveDate,
     /// 1 ordered, 2 active, 3 suspended, 4 deleted, 5 processing.
     pub status: u8,
     /// The day of the last IP change; one change per calendar month is allowed.
     pub last_ip_change: Option<NaiveDate>,
+    /// BILLmanager 5/6 server-side automatic renewal, in months; `None` = off. Only shown,
+    /// never acted on (the simulator never charges on its own); always `None` for BILLmanager 4.
+    #[serde(default)]
+    pub autoprolong: Option<u32>,
 }
 
 /// An injected fault. `func`/`elid` `None` match any request; `times` `None` = forever,
@@ -161,6 +187,7 @@ fn shift_days(d: NaiveDate, days: i64) -> NaiveDate {
 struct Inner {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    api: SimApi,
     stop: watch::Sender<bool>,
     accept_task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -198,6 +225,7 @@ pub async fn start(listen: SocketAddr, cfg: SimConfig) -> std::io::Result<SimHan
         inner: Arc::new(Inner {
             shared,
             addr,
+            api: cfg.api,
             stop,
             accept_task: Mutex::new(Some(accept_task)),
         }),
@@ -226,9 +254,18 @@ impl SimHandle {
         self.inner.addr
     }
 
-    /// `http://ADDR/manager/billmgr`.
+    /// `http://ADDR/manager/billmgr` for BILLmanager 4, `http://ADDR/billmgr` for 5/6 (any
+    /// path outside `/_sim/` is served the same way).
     pub fn url(&self) -> String {
-        format!("http://{}/manager/billmgr", self.inner.addr)
+        match self.inner.api {
+            SimApi::Billmgr4 => format!("http://{}/manager/billmgr", self.inner.addr),
+            SimApi::Billmgr5 => format!("http://{}/billmgr", self.inner.addr),
+        }
+    }
+
+    /// The API generation this simulator speaks.
+    pub fn api(&self) -> SimApi {
+        self.inner.api
     }
 
     pub fn add_fault(&self, f: Fault) {
@@ -281,6 +318,13 @@ impl SimHandle {
     /// Renewals plus orders applied.
     pub fn paid_calls_total(&self) -> u32 {
         self.state().paid_total
+    }
+
+    /// Orders and renewals put into the cart unpaid (BILLmanager 5/6 `clicked_button=basket`
+    /// or an order without `skipbasket=on`). Nothing is created, extended or paid for them; a
+    /// client must keep this at 0.
+    pub fn cart_calls(&self) -> u32 {
+        self.state().cart_calls
     }
 
     /// `(elid, expiry before the renewal, count)`, sorted; a count above 1 is a double payment.

@@ -5,8 +5,8 @@
 
 use chrono::{Days, NaiveDate};
 
-use super::SimLicense;
-use super::catalog::{LIFETIME_EXPIRY, PRODUCTS, Term};
+use super::catalog::{LIFETIME_EXPIRY, PRODUCTS, TARIFFS, TRIAL_PERIOD, Term};
+use super::{SimApi, SimLicense};
 
 /// splitmix64 (Steele, Lea, Flood 2014): tiny, fast, good enough for test data and ids.
 #[derive(Clone, Debug)]
@@ -61,7 +61,33 @@ fn shift(today: NaiveDate, days: i64) -> NaiveDate {
     .unwrap_or(today)
 }
 
-/// `n` sample licenses for `seed`, relative to `today`.
+/// `n` sample licenses for `seed`, relative to `today`, in the shape `api` stores them.
+pub(crate) fn generate_for(api: SimApi, n: usize, seed: u64, today: NaiveDate) -> Vec<SimLicense> {
+    match api {
+        SimApi::Billmgr4 => generate(n, seed, today),
+        SimApi::Billmgr5 => generate_v5(n, seed, today),
+    }
+}
+
+/// Status, expiry and last IP change, shared by both generations (same draws, same order).
+fn life(rng: &mut SplitMix64, term: Term, today: NaiveDate) -> (u8, NaiveDate, Option<NaiveDate>) {
+    let status = match rng.below(100) {
+        0..3 => 4,
+        3..8 => 3,
+        8 => 5,
+        _ => 2,
+    };
+    let offset = rng.below(81) as i64 - 20;
+    let expiredate = match (term, status) {
+        (Term::Lifetime, _) => lifetime_expiry(),
+        (_, 3) => shift(today, -(1 + offset.rem_euclid(20))),
+        _ => shift(today, offset),
+    };
+    let last_ip_change = (rng.below(100) < 5).then_some(today);
+    (status, expiredate, last_ip_change)
+}
+
+/// `n` BILLmanager 4 sample licenses for `seed`, relative to `today`.
 ///
 /// Products are spread over the whole table; ~5% trial, ~5% lifetime, the rest on a 1-month
 /// (sometimes 1-year) period; expiries from today−20 to today+60; status mostly 2, ~5% 3
@@ -89,19 +115,7 @@ pub(crate) fn generate(n: usize, seed: u64, today: NaiveDate) -> Vec<SimLicense>
             continue;
         };
 
-        let status = match rng.below(100) {
-            0..3 => 4,
-            3..8 => 3,
-            8 => 5,
-            _ => 2,
-        };
-        let offset = rng.below(81) as i64 - 20;
-        let expiredate = match (term, status) {
-            (Term::Lifetime, _) => lifetime_expiry(),
-            (_, 3) => shift(today, -(1 + offset.rem_euclid(20))),
-            _ => shift(today, offset),
-        };
-        let last_ip_change = (rng.below(100) < 5).then_some(today);
+        let (status, expiredate, last_ip_change) = life(&mut rng, term, today);
         out.push(SimLicense {
             id: FIRST_ID + i as i64,
             licname: format!("srv{:04}.example.net", i + 1),
@@ -111,6 +125,52 @@ pub(crate) fn generate(n: usize, seed: u64, today: NaiveDate) -> Vec<SimLicense>
             expiredate,
             status,
             last_ip_change,
+            autoprolong: None,
+        });
+    }
+    out
+}
+
+/// `n` BILLmanager 5/6 sample licenses for `seed`, relative to `today`: `price` holds a tariff
+/// of [`TARIFFS`], `period` months.
+///
+/// ~5% trial (`-100`), ~15% on 12 months, the rest on 1 month (DNSmanager 6, which sells no
+/// month, gets 12); ~15% of the paid ones have server-side autoprolong on, for their own period
+/// or the other one the tariff sells; expiries, statuses and IP changes spread as for v4.
+pub(crate) fn generate_v5(n: usize, seed: u64, today: NaiveDate) -> Vec<SimLicense> {
+    let mut rng = SplitMix64::new(seed ^ 0x5EED_0005_0006_0000);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let tariff = &TARIFFS[rng.below(TARIFFS.len() as u64) as usize];
+        let wanted = match rng.below(100) {
+            0..5 => TRIAL_PERIOD,
+            5..20 => 12,
+            _ => 1,
+        };
+        let period = if tariff.term(wanted).is_some() {
+            wanted
+        } else {
+            12
+        };
+        let term = tariff.term(period).unwrap_or(Term::Months(12));
+        let (status, expiredate, last_ip_change) = life(&mut rng, term, today);
+        let autoprolong = if period != TRIAL_PERIOD && rng.below(100) < 16 {
+            let months: Vec<i64> = tariff.renewal_months().collect();
+            let pick = months[rng.below(months.len() as u64) as usize];
+            u32::try_from(pick).ok()
+        } else {
+            None
+        };
+        out.push(SimLicense {
+            id: FIRST_ID + i as i64,
+            licname: format!("srv{:04}.example.net", i + 1),
+            ip: sample_ip(i),
+            price: tariff.pricelist,
+            period,
+            expiredate,
+            status,
+            last_ip_change,
+            autoprolong,
         });
     }
     out
@@ -145,6 +205,44 @@ mod tests {
         let a: HashSet<String> = (0..140_000).map(sample_ip).collect();
         assert_eq!(a.len(), 140_000);
         assert_eq!(sample_ip(0), "198.18.0.1");
+    }
+
+    #[test]
+    fn v5_samples_use_the_tariff_table_months_trials_and_some_autoprolong() {
+        let l = generate_v5(5000, 42, day());
+        assert_eq!(l, generate_v5(5000, 42, day()));
+        assert_eq!(l[0].id, 1001);
+        for t in TARIFFS {
+            assert!(l.iter().any(|x| x.price == t.pricelist), "no {}", t.name);
+        }
+        for x in &l {
+            let t = super::super::catalog::tariff(x.price).expect("a known tariff");
+            assert!(t.term(x.period).is_some(), "{x:?}");
+            if let Some(m) = x.autoprolong {
+                assert!(x.period != TRIAL_PERIOD, "{x:?}");
+                assert!(t.term(i64::from(m)) == Some(Term::Months(m)), "{x:?}");
+            }
+        }
+        let count = |f: &dyn Fn(&SimLicense) -> bool| l.iter().filter(|x| f(x)).count();
+        let trials = count(&|x| x.period == TRIAL_PERIOD);
+        let yearly = count(&|x| x.period == 12);
+        let monthly = count(&|x| x.period == 1);
+        let auto = count(&|x| x.autoprolong.is_some());
+        assert!((150..400).contains(&trials), "{trials} trials");
+        assert!(monthly > yearly && yearly > trials, "{monthly} {yearly}");
+        assert!((550..950).contains(&auto), "{auto} with autoprolong");
+        assert!(count(&|x| x.autoprolong == Some(1)) > 0);
+        assert!(count(&|x| x.autoprolong == Some(12)) > 0);
+        for s in [2, 3, 4, 5] {
+            assert!(l.iter().any(|x| x.status == s), "no status {s}");
+        }
+        let (lo, hi) = (shift(day(), -20), shift(day(), 60));
+        assert!(l.iter().all(|x| (lo..=hi).contains(&x.expiredate)));
+        assert!(
+            l.iter()
+                .filter(|x| x.status == 3)
+                .all(|x| x.expiredate < day())
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use super::state::Params;
 use super::xml::{ApiError, Doc};
-use super::{Fault, FaultKind, RecordedRequest, Shared, SimLicense};
+use super::{Fault, FaultKind, RecordedRequest, Shared, SimApi, SimLicense};
 
 type Body = UnsyncBoxBody<Bytes, io::Error>;
 
@@ -186,9 +186,11 @@ async fn billmgr(
             r#type,
             object,
             msg,
-        } => Ok(xml(
-            ApiError::new(&r#type, object.as_deref(), None, msg).to_doc(&func, None)
-        )),
+        } => {
+            let api = shared.lock().api();
+            Ok(xml(ApiError::new(&r#type, object.as_deref(), None, msg)
+                .to_doc_for(api, &func, None, &[])))
+        }
         FaultKind::SessionExpired => {
             shared.lock().expire_sessions();
             Ok(xml(process(&shared, &params)))
@@ -300,9 +302,12 @@ fn huge(func: &str, bytes: usize) -> Response<Body> {
 
 #[derive(Serialize)]
 struct StateView {
+    api: SimApi,
     today: NaiveDate,
     licenses: Vec<SimLicense>,
     paid_calls_total: u32,
+    /// Orders/renewals put into the cart unpaid (BILLmanager 5/6); a client must keep it 0.
+    cart_calls: u32,
     renewals_by_expiry: Vec<(i64, NaiveDate, u32)>,
     login_failures: u32,
 }
@@ -331,9 +336,11 @@ fn control(shared: &Shared, method: &Method, cmd: &str, body: &[u8]) -> Response
             let today = shared.today();
             let st = shared.lock();
             let view = StateView {
+                api: st.api(),
                 today,
                 licenses: st.licenses.values().cloned().collect(),
                 paid_calls_total: st.paid_total,
+                cart_calls: st.cart_calls,
                 renewals_by_expiry: st
                     .renewals_by_expiry
                     .iter()
@@ -420,6 +427,7 @@ mod tests {
             expiredate: h.today() + chrono::Days::new(days_left),
             status: 2,
             last_ip_change: None,
+            autoprolong: None,
         };
         h.upsert_license(l.clone());
         l
@@ -726,6 +734,8 @@ mod tests {
         assert_eq!(state["today"], "2030-01-02");
         assert_eq!(state["licenses"].as_array().map(Vec::len), Some(2));
         assert_eq!(state["paid_calls_total"], 0);
+        assert_eq!(state["api"], "billmgr4");
+        assert_eq!(state["cart_calls"], 0);
 
         for cmd in ["clear", "expire_sessions"] {
             assert_eq!(
@@ -796,5 +806,97 @@ mod tests {
             .send()
             .await;
         assert!(r.is_err(), "{r:?}");
+    }
+
+    async fn sim5(licenses: usize) -> SimHandle {
+        let cfg = SimConfig {
+            api: SimApi::Billmgr5,
+            licenses,
+            ..SimConfig::default()
+        };
+        start("127.0.0.1:0".parse().expect("a socket address"), cfg)
+            .await
+            .expect("the simulator starts")
+    }
+
+    #[tokio::test]
+    async fn a_billmgr5_simulator_serves_at_slash_billmgr_and_reports_its_api() {
+        let h = sim5(3).await;
+        assert!(h.url().ends_with("/billmgr") && !h.url().contains("/manager/"));
+        assert_eq!(h.api(), SimApi::Billmgr5);
+        let list = post(&h, &[AUTH, ("func", "soft")])
+            .await
+            .expect("an answer");
+        assert_eq!(list.matches("<elem>").count(), 3, "{list}");
+        let old = post(&h, &[AUTH, ("func", "software")])
+            .await
+            .expect("an answer");
+        assert!(
+            old.contains("<error type=\"missed\" object=\"func\""),
+            "{old}"
+        );
+        let state: serde_json::Value = serde_json::from_str(
+            &reqwest::get(format!("http://{}/_sim/state", h.addr()))
+                .await
+                .expect("an answer")
+                .text()
+                .await
+                .expect("a body"),
+        )
+        .expect("JSON");
+        assert_eq!(state["api"], "billmgr5");
+        assert!(
+            state["licenses"][0]["price"]
+                .as_i64()
+                .is_some_and(|p| p > 55_000)
+        );
+    }
+
+    #[tokio::test]
+    async fn faults_match_the_new_functions_by_func_and_elid() {
+        let h = sim5(0).await;
+        h.upsert_license(SimLicense {
+            id: 1001,
+            licname: "t".into(),
+            ip: "192.0.2.10".into(),
+            price: 55227,
+            period: 1,
+            expiredate: h.today() + chrono::Days::new(3),
+            status: 2,
+            last_ip_change: None,
+            autoprolong: None,
+        });
+        h.add_fault(Fault {
+            func: Some("service.prolong".into()),
+            elid: Some(1001),
+            kind: FaultKind::DropAfter,
+            times: Some(1),
+        });
+        let renew = [
+            AUTH,
+            ("func", "service.prolong"),
+            ("elid", "1001"),
+            ("period", "1"),
+            ("sok", "ok"),
+        ];
+        assert!(post(&h, &renew).await.is_err());
+        assert_eq!(h.paid_calls(1001), 1, "applied although dropped");
+        h.add_fault(Fault {
+            func: Some("soft".into()),
+            elid: None,
+            kind: FaultKind::ErrorDoc {
+                r#type: "xml".into(),
+                object: None,
+                msg: "boom".into(),
+            },
+            times: Some(1),
+        });
+        let e = post(&h, &[AUTH, ("func", "soft")])
+            .await
+            .expect("an answer");
+        assert!(
+            e.contains("binary=\"/billmgr\"") && e.contains("<error type=\"xml\""),
+            "{e}"
+        );
     }
 }

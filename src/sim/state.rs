@@ -1,10 +1,12 @@
-//! The simulator's mutable world and the BILLmanager 4 business rules applied to it.
+//! The simulator's mutable world and the BILLmanager 4 business rules applied to it; the
+//! BILLmanager 5/6 functions live in the child module `billmgr5` (state/billmgr5.rs).
 //!
 //! Owns: licenses, sessions, per-user filters, the login lockout, the fault list, the
-//! paid-call ledger and the request log, and the synchronous `process` step that turns one
-//! request's parameters into one answer document. Must not: do I/O, await, or read the wall
-//! clock itself (`today` and `now` are passed in), so it runs under a `std::sync::Mutex`
-//! that is never held across an `.await`; and must not panic on any input.
+//! paid-call ledger, the cart counter and the request log, and the synchronous `process` step
+//! that turns one request's parameters into one answer document in the generation chosen at
+//! start. Must not: do I/O, await, or read the wall clock itself (`today` and `now` are passed
+//! in), so it runs under a `std::sync::Mutex` that is never held across an `.await`; and must
+//! not panic on any input.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -16,7 +18,9 @@ use chrono::{Datelike, Days, Months, NaiveDate};
 use super::catalog::{self, TRIAL_DAYS, Term};
 use super::sample::{self, FIRST_ID, SplitMix64, lifetime_expiry};
 use super::xml::{ApiError, Doc, esc};
-use super::{Fault, FaultKind, RecordedRequest, SimConfig, SimLicense};
+use super::{Fault, FaultKind, RecordedRequest, SimApi, SimConfig, SimLicense};
+
+mod billmgr5;
 
 /// Consecutive bad logins after which every login answers `blocklogon` for the rest of the run.
 pub(crate) const LOCKOUT_AFTER: u32 = 10;
@@ -76,6 +80,7 @@ impl Filter {
 }
 
 pub(crate) struct State {
+    api: SimApi,
     username: String,
     password: String,
     session_ttl: Duration,
@@ -87,6 +92,8 @@ pub(crate) struct State {
     pub(crate) faults: Vec<Fault>,
     pub(crate) paid_by_elid: HashMap<i64, u32>,
     pub(crate) paid_total: u32,
+    /// Orders/renewals put into the cart unpaid (5/6 only).
+    pub(crate) cart_calls: u32,
     pub(crate) renewals_by_expiry: BTreeMap<(i64, NaiveDate), u32>,
     pub(crate) requests: VecDeque<RecordedRequest>,
     pub(crate) login_failures: u32,
@@ -100,11 +107,12 @@ type Answer = Result<String, ApiError>;
 
 impl State {
     pub(crate) fn new(cfg: &SimConfig, today: NaiveDate, entropy: u64) -> State {
-        let licenses = sample::generate(cfg.licenses, cfg.seed, today)
+        let licenses = sample::generate_for(cfg.api, cfg.licenses, cfg.seed, today)
             .into_iter()
             .map(|l| (l.id, l))
             .collect();
         State {
+            api: cfg.api,
             username: cfg.username.clone(),
             password: cfg.password.clone(),
             session_ttl: cfg.session_ttl,
@@ -115,6 +123,7 @@ impl State {
             faults: Vec::new(),
             paid_by_elid: HashMap::new(),
             paid_total: 0,
+            cart_calls: 0,
             renewals_by_expiry: BTreeMap::new(),
             requests: VecDeque::new(),
             login_failures: 0,
@@ -130,6 +139,10 @@ impl State {
             self.requests.pop_front();
         }
         self.requests.push_back(r);
+    }
+
+    pub(crate) fn api(&self) -> SimApi {
+        self.api
     }
 
     pub(crate) fn expire_sessions(&mut self) {
@@ -162,15 +175,30 @@ impl State {
             Ok(u) => u,
             Err(doc) => return doc,
         };
-        let answer = match func.as_str() {
-            "software" => Ok(self.list(&user)),
-            "software.filter" => self.filter(p, &user),
-            "software.edit" => self.edit(p, &user, today),
-            "software.licinfo" => self.licinfo(p, &user),
-            "software.period" => self.renew(p, &user, today),
+        let answer = match (self.api, func.as_str()) {
+            (SimApi::Billmgr4, "software") => Ok(self.list(&user)),
+            (SimApi::Billmgr4, "software.filter") => self.filter(p, &user),
+            (SimApi::Billmgr4, "software.edit") => self.edit(p, &user, today),
+            (SimApi::Billmgr4, "software.licinfo") => self.licinfo(p, &user),
+            (SimApi::Billmgr4, "software.period") => self.renew(p, &user, today),
+            (SimApi::Billmgr5, "soft") => Ok(self.soft_list(p, &user, today)),
+            (SimApi::Billmgr5, "soft.edit") => self.soft_edit(p, &user, today),
+            (SimApi::Billmgr5, "soft.order.param") => self.soft_order(p, &user, today),
+            (SimApi::Billmgr5, "soft.checkip") => self.soft_checkip(p, &user),
+            (SimApi::Billmgr5, "service.prolong") => self.prolong(p, &user, today),
             _ => Err(ApiError::missed("func", &func)),
         };
-        answer.unwrap_or_else(|e| e.to_doc(&func, Some(&user)))
+        answer.unwrap_or_else(|e| self.error_doc(&e, p, &func, Some(&user)))
+    }
+
+    /// An error document in the envelope of this simulator's generation.
+    fn error_doc(&self, e: &ApiError, p: &Params, func: &str, user: Option<&str>) -> String {
+        e.to_doc_for(self.api, func, user, &billmgr5::echo(p))
+    }
+
+    /// A new document in the envelope of this simulator's generation.
+    fn open_doc(&self, p: &Params, func: &str, user: Option<&str>, capacity: usize) -> Doc {
+        Doc::open_for(self.api, func, user, &billmgr5::echo(p), capacity)
     }
 
     // ---- authentication ----------------------------------------------------------------
@@ -185,7 +213,7 @@ impl State {
             let user = p.get("username").unwrap_or("");
             let pass = p.get("password").unwrap_or("");
             self.check_password(user, Some(pass))
-                .map_err(|e| e.to_doc(func, None))?;
+                .map_err(|e| self.error_doc(&e, p, func, None))?;
             let sid = format!("{:016x}{:016x}", self.rng.next_u64(), self.rng.next_u64());
             self.sessions.insert(
                 sid.clone(),
@@ -194,7 +222,7 @@ impl State {
                     last_seen: now,
                 },
             );
-            let mut d = Doc::open(func, Some(user), 256);
+            let mut d = self.open_doc(p, func, Some(user), 256);
             let _ = write!(
                 d.buf(),
                 "<auth id=\"{}\" level=\"16\">{}</auth>",
@@ -210,7 +238,7 @@ impl State {
                 None => (authinfo, None),
             };
             self.check_password(user, pass)
-                .map_err(|e| e.to_doc(func, None))?;
+                .map_err(|e| self.error_doc(&e, p, func, None))?;
             return Ok(user.to_owned());
         }
         if let Some(sid) = p.filled("auth") {
@@ -219,10 +247,10 @@ impl State {
                     s.last_seen = now;
                     Ok(s.user.clone())
                 }
-                None => Err(ApiError::access().to_doc(func, None)),
+                None => Err(self.error_doc(&ApiError::access(), p, func, None)),
             };
         }
-        Err(ApiError::access().to_doc(func, None))
+        Err(self.error_doc(&ApiError::access(), p, func, None))
     }
 
     /// `pass` is `None` when `authinfo` had no ':' at all; that never matches.
@@ -385,6 +413,7 @@ impl State {
             expiredate,
             status: 2,
             last_ip_change: None,
+            autoprolong: None,
         };
         self.licenses.insert(id, lic);
         self.paid_total += 1;
@@ -394,6 +423,14 @@ impl State {
     }
 
     fn change(&mut self, p: &Params, user: &str, elid: &str, today: NaiveDate) -> Answer {
+        self.apply_change(p, elid, today)?;
+        Ok(ok_doc("software.edit", user))
+    }
+
+    /// The name/IP change shared by v4 `software.edit` and 5/6 `soft.edit`: a blank `licname`
+    /// or a bad `ip` is a `value` error, a deleted license is `missed`, and a real IP change is
+    /// allowed once per calendar month. Changes nothing on error; returns the license id.
+    fn apply_change(&mut self, p: &Params, elid: &str, today: NaiveDate) -> Result<i64, ApiError> {
         let current = self.find(elid)?;
         if current.status == 4 {
             return Err(ApiError::missed("elid", elid));
@@ -431,7 +468,7 @@ impl State {
                 l.last_ip_change = Some(today);
             }
         }
-        Ok(ok_doc("software.edit", user))
+        Ok(id)
     }
 
     // ---- software.licinfo --------------------------------------------------------------
@@ -626,6 +663,7 @@ mod tests {
             expiredate,
             status,
             last_ip_change: None,
+            autoprolong: None,
         }
     }
 

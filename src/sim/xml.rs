@@ -8,6 +8,12 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use super::SimApi;
+
+/// The `host` a BILLmanager 5/6 root element names (UI noise; the simulator's own address is
+/// not known to the state, and a client must ignore the attribute anyway).
+pub(crate) const V5_HOST: &str = "https://billing.example.invalid";
+
 /// Escapes `s` for use as element text or a double-quoted attribute value.
 pub(crate) fn esc(s: &str) -> Cow<'_, str> {
     if s.chars().all(is_xml_char) {
@@ -29,6 +35,8 @@ fn is_xml_char(c: char) -> bool {
 /// A `<doc>` being written into one growing `String` (lists of 100,000 rows stay one buffer).
 pub(crate) struct Doc {
     buf: String,
+    /// Written just before `</doc>` (the 5/6 `<tparams>` come last).
+    tail: String,
 }
 
 impl Doc {
@@ -49,7 +57,53 @@ impl Doc {
             let _ = write!(buf, "<username>{}</username>", esc(u));
         }
         buf.push_str("</tparams>");
-        Doc { buf }
+        Doc {
+            buf,
+            tail: String::new(),
+        }
+    }
+
+    /// Opens a BILLmanager 5/6 `<doc>`: the root decorated with `lang`, `func`, `binary`,
+    /// `host` and `theme`, and a `<tparams>` echo of `echo` (request parameters the caller
+    /// picked: never `authinfo`, `password` or `auth`) plus `username`, written last.
+    /// Every `echo` key must be a literal tag name.
+    pub(crate) fn open_v5(
+        func: &str,
+        username: Option<&str>,
+        echo: &[(&str, &str)],
+        capacity: usize,
+    ) -> Doc {
+        let mut buf = String::with_capacity(capacity.max(512));
+        buf.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        let _ = write!(
+            buf,
+            "<doc lang=\"en\" func=\"{}\" binary=\"/billmgr\" host=\"{V5_HOST}\" theme=\"orion\" \
+             css=\"main.css\" features=\"d7ce6a0b91e7e2a5\" notify=\"\" level=\"16\">",
+            esc(func)
+        );
+        let mut tail = String::from("<tparams>");
+        for (k, v) in echo {
+            let _ = write!(tail, "<{k}>{}</{k}>", esc(v));
+        }
+        if let Some(u) = username {
+            let _ = write!(tail, "<username>{}</username>", esc(u));
+        }
+        tail.push_str("</tparams>");
+        Doc { buf, tail }
+    }
+
+    /// [`Doc::open`] or [`Doc::open_v5`] by API generation (`echo` is ignored for v4).
+    pub(crate) fn open_for(
+        api: SimApi,
+        func: &str,
+        username: Option<&str>,
+        echo: &[(&str, &str)],
+        capacity: usize,
+    ) -> Doc {
+        match api {
+            SimApi::Billmgr4 => Doc::open(func, username, capacity),
+            SimApi::Billmgr5 => Doc::open_v5(func, username, echo, capacity),
+        }
     }
 
     /// `<name>text</name>`; `name` must be a literal tag name.
@@ -72,6 +126,7 @@ impl Doc {
 
     /// Closes the document.
     pub(crate) fn finish(mut self) -> String {
+        self.buf.push_str(&self.tail);
         self.buf.push_str("</doc>\n");
         self.buf
     }
@@ -171,9 +226,15 @@ impl ApiError {
         let _ = write!(b, "<msg>{}</msg></error>", esc(&self.msg));
     }
 
-    /// A whole error document.
-    pub(crate) fn to_doc(&self, func: &str, username: Option<&str>) -> String {
-        let mut d = Doc::open(func, username, 512);
+    /// A whole error document in the envelope of `api`.
+    pub(crate) fn to_doc_for(
+        &self,
+        api: SimApi,
+        func: &str,
+        username: Option<&str>,
+        echo: &[(&str, &str)],
+    ) -> String {
+        let mut d = Doc::open_for(api, func, username, echo, 512);
         self.write_into(&mut d);
         d.finish()
     }
@@ -197,6 +258,30 @@ mod tests {
     }
 
     #[test]
+    fn a_v5_doc_is_decorated_and_echoes_tparams_last() {
+        let mut d = Doc::open_v5(
+            "soft",
+            Some("demo"),
+            &[("p_num", "2"), ("licname", "<x>")],
+            0,
+        );
+        d.field("id", 1);
+        let s = d.finish();
+        assert!(
+            s.contains("<doc lang=\"en\" func=\"soft\" binary=\"/billmgr\" host=\""),
+            "{s}"
+        );
+        assert!(s.contains("theme=\""), "{s}");
+        assert!(
+            s.ends_with(
+                "<id>1</id><tparams><p_num>2</p_num><licname>&lt;x&gt;</licname>\
+                 <username>demo</username></tparams></doc>\n"
+            ),
+            "{s}"
+        );
+    }
+
+    #[test]
     fn characters_xml_forbids_are_replaced() {
         assert_eq!(esc("a\u{0}b\u{1b}c"), "a\u{FFFD}b\u{FFFD}c");
         assert_eq!(esc("tab\tok"), "tab\tok");
@@ -204,7 +289,12 @@ mod tests {
 
     #[test]
     fn an_error_document_carries_type_object_value_and_msg() {
-        let s = ApiError::value("period", "380").to_doc("software.period", Some("demo"));
+        let s = ApiError::value("period", "380").to_doc_for(
+            SimApi::Billmgr4,
+            "software.period",
+            Some("demo"),
+            &[],
+        );
         assert!(
             s.contains("<error type=\"value\" object=\"period\" lang=\"en\">"),
             "{s}"

@@ -20,7 +20,12 @@ async fn account() -> Env {
 fn snapshot(env: &Env) -> Vec<(String, Vec<u8>)> {
     ["licrenew.db", "licrenew.db-wal", "licrenew.db-shm"]
         .iter()
-        .map(|f| (f.to_string(), std::fs::read(env.path(f)).unwrap_or_default()))
+        .map(|f| {
+            (
+                f.to_string(),
+                std::fs::read(env.path(f)).unwrap_or_default(),
+            )
+        })
         .collect()
 }
 
@@ -37,7 +42,11 @@ async fn refused(what: &str, arrange: impl FnOnce(&Env) -> Vec<String>) {
     assert_no_panic(&out);
     assert_eq!(code(&out), 78, "{what}: {}", stderr(&out));
     for s in &says {
-        assert!(stderr(&out).contains(s.as_str()), "{what}: {s:?} missing in {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(s.as_str()),
+            "{what}: {s:?} missing in {}",
+            stderr(&out)
+        );
     }
     assert_eq!(env.sim.requests().len(), sent, "{what}: nothing sent");
     assert!(snapshot(&env) == before, "{what}: the database changed");
@@ -93,7 +102,13 @@ async fn a_bad_cron_is_refused_naming_file_and_key() {
 async fn a_config_syntax_error_is_refused_naming_file_and_line() {
     refused("syntax", |env| {
         env.write_config("[renewal\nsettle = \"1s\"\n");
-        vec![config_path(env), "line 12".into()]
+        let text = std::fs::read_to_string(&env.config).expect("config");
+        let line = text
+            .lines()
+            .position(|l| l == "[renewal")
+            .expect("the broken line")
+            + 1;
+        vec![config_path(env), format!("line {line}")]
     })
     .await;
 }
@@ -111,7 +126,10 @@ async fn a_missing_password_file_is_refused_naming_file_and_key() {
 async fn an_unknown_policy_key_is_refused_naming_file_and_line() {
     refused("unknown policy key", |env| {
         env.write_policy("lite.toml", &format!("{LITE}autoprolong = true\n"));
-        vec![format!("{}:5", policy_path(env, "lite.toml")), "autoprolong".into()]
+        vec![
+            format!("{}:5", policy_path(env, "lite.toml")),
+            "autoprolong".into(),
+        ]
     })
     .await;
 }
@@ -119,8 +137,14 @@ async fn an_unknown_policy_key_is_refused_naming_file_and_line() {
 #[tokio::test]
 async fn a_policy_value_of_the_wrong_type_is_refused_naming_file_and_line() {
     refused("policy wrong type", |env| {
-        env.write_policy("lite.toml", &LITE.replace("renew = true", "renew = \"yes\""));
-        vec![format!("{}:2", policy_path(env, "lite.toml")), "invalid type".into()]
+        env.write_policy(
+            "lite.toml",
+            &LITE.replace("renew = true", "renew = \"yes\""),
+        );
+        vec![
+            format!("{}:2", policy_path(env, "lite.toml")),
+            "invalid type".into(),
+        ]
     })
     .await;
 }
@@ -129,7 +153,10 @@ async fn a_policy_value_of_the_wrong_type_is_refused_naming_file_and_line() {
 async fn a_bad_policy_duration_is_refused_naming_file_and_line() {
     refused("policy bad duration", |env| {
         env.write_policy("lite.toml", &LITE.replace("\"7d\"", "\"a week\""));
-        vec![format!("{}:4", policy_path(env, "lite.toml")), "a week".into()]
+        vec![
+            format!("{}:4", policy_path(env, "lite.toml")),
+            "a week".into(),
+        ]
     })
     .await;
 }
@@ -204,8 +231,11 @@ async fn two_policy_files_for_one_product_are_refused_naming_both() {
 #[tokio::test]
 async fn a_policy_file_that_is_not_text_is_refused_naming_it() {
     refused("not UTF-8", |env| {
-        std::fs::write(env.path("policies.d").join("bin.toml"), b"product = \xff\xfe\n")
-            .expect("write");
+        std::fs::write(
+            env.path("policies.d").join("bin.toml"),
+            b"product = \xff\xfe\n",
+        )
+        .expect("write");
         vec![policy_path(env, "bin.toml"), "not UTF-8".into()]
     })
     .await;

@@ -1,6 +1,8 @@
 //! Every admin operation run as the real binary against the simulator on loopback.
 
+use crate::both_apis;
 use crate::support::{CANARY, Env, code, days, stderr, stdout};
+use licrenew::config::Api;
 use licrenew::sim::{Fault, FaultKind};
 
 #[tokio::test]
@@ -30,9 +32,8 @@ async fn catalog_needs_no_config_and_lists_every_product() {
     );
 }
 
-#[tokio::test]
-async fn licenses_live_shows_the_accounts_licenses_as_a_table_and_as_json() {
-    let env = Env::with_licenses(12).await;
+async fn licenses_live_shows_the_accounts_licenses_as_a_table_and_as_json(api: Api) {
+    let env = Env::for_api_with(api, 12).await;
 
     let table = env.run(&["licenses", "--live"]).await;
     let json = env.run(&["licenses", "--live", "--json"]).await;
@@ -57,9 +58,8 @@ async fn licenses_live_shows_the_accounts_licenses_as_a_table_and_as_json() {
     env.assert_no_credentials_in_urls();
 }
 
-#[tokio::test]
-async fn order_creates_a_license_and_prints_its_id() {
-    let env = Env::new().await;
+async fn order_creates_a_license_and_prints_its_id(api: Api) {
+    let env = Env::for_api(api).await;
 
     let out = env
         .run(&[
@@ -82,9 +82,16 @@ async fn order_creates_a_license_and_prints_its_id() {
     let lic = env.sim.license(id).expect("the license exists");
     assert_eq!(
         (lic.price, lic.period, lic.licname.as_str(), lic.ip.as_str()),
-        (7, 8, "web9", "198.51.100.9")
+        (env.p.lite, env.p.lite_month, "web9", "198.51.100.9")
     );
     assert_eq!(env.sim.paid_calls_total(), 1);
+    assert!(
+        !env.sim
+            .requests()
+            .iter()
+            .any(|r| r.form.iter().any(|(_, v)| v == "basket")),
+        "an order is never left unpaid in the cart"
+    );
     env.assert_no_credentials_in_urls();
 }
 
@@ -127,10 +134,15 @@ async fn a_period_of_another_product_is_refused_before_any_call() {
     assert!(env.sim.requests().is_empty(), "no request may leave");
 }
 
-#[tokio::test]
-async fn ip_check_says_available_or_not_with_the_apis_error() {
-    let env = Env::new().await;
-    env.place(2001, 7, 8, env.today() + days(20), 2);
+async fn ip_check_says_available_or_not_with_the_apis_error(api: Api) {
+    let env = Env::for_api(api).await;
+    env.place(
+        2001,
+        env.p.lite,
+        env.p.lite_month,
+        env.today() + days(20),
+        2,
+    );
 
     let free = env
         .run(&[
@@ -166,10 +178,15 @@ async fn ip_check_says_available_or_not_with_the_apis_error() {
     assert_eq!(env.sim.paid_calls_total(), 0);
 }
 
-#[tokio::test]
-async fn edit_changes_the_name_and_a_second_ip_change_in_a_month_is_refused() {
-    let env = Env::new().await;
-    env.place(2002, 7, 8, env.today() + days(20), 2);
+async fn edit_changes_the_name_and_a_second_ip_change_in_a_month_is_refused(api: Api) {
+    let env = Env::for_api(api).await;
+    env.place(
+        2002,
+        env.p.lite,
+        env.p.lite_month,
+        env.today() + days(20),
+        2,
+    );
 
     let name = env
         .run(&["edit", "2002", "--licname", "renamed.example.net"])
@@ -194,11 +211,10 @@ async fn edit_changes_the_name_and_a_second_ip_change_in_a_month_is_refused() {
     );
 }
 
-#[tokio::test]
-async fn prolong_renews_once_and_refuses_a_trial_or_foreign_period_before_paying() {
-    let env = Env::new().await;
+async fn prolong_renews_once_and_refuses_a_trial_or_foreign_period_before_paying(api: Api) {
+    let env = Env::for_api(api).await;
     let exp = env.today() + days(5);
-    env.place(2003, 11, 16, exp, 2);
+    env.place(2003, env.p.pro, env.p.pro_month, exp, 2);
 
     let trial = env.run(&["prolong", "2003", "--period", "trial"]).await;
     let foreign = env.run(&["prolong", "2003", "--period", "8"]).await;
@@ -216,12 +232,11 @@ async fn prolong_renews_once_and_refuses_a_trial_or_foreign_period_before_paying
     env.assert_no_credentials_in_urls();
 }
 
-#[tokio::test]
-async fn an_api_error_exits_1_and_prints_type_object_and_message() {
-    let env = Env::new().await;
-    env.place(2004, 7, 8, env.today() + days(5), 2);
+async fn an_api_error_exits_1_and_prints_type_object_and_message(api: Api) {
+    let env = Env::for_api(api).await;
+    env.place(2004, env.p.lite, env.p.lite_month, env.today() + days(5), 2);
     env.sim.add_fault(Fault {
-        func: Some("software.period".into()),
+        func: Some(env.p.renew_func.into()),
         elid: None,
         kind: FaultKind::ErrorDoc {
             r#type: "value".into(),
@@ -240,9 +255,8 @@ async fn an_api_error_exits_1_and_prints_type_object_and_message() {
     assert_eq!(env.sim.paid_calls(2004), 0);
 }
 
-#[tokio::test]
-async fn a_wrong_password_exits_1_with_the_auth_error_and_tries_once() {
-    let env = Env::new().await;
+async fn a_wrong_password_exits_1_with_the_auth_error_and_tries_once(api: Api) {
+    let env = Env::for_api(api).await;
     std::fs::write(env.path("secret"), "not-the-password\n").expect("write");
 
     let out = env.run(&["licenses", "--live"]).await;
@@ -256,9 +270,8 @@ async fn a_wrong_password_exits_1_with_the_auth_error_and_tries_once() {
     assert_eq!(env.sim.login_failures(), 1, "one attempt, no loop");
 }
 
-#[tokio::test]
-async fn a_config_error_exits_78_names_file_and_key_and_sends_nothing() {
-    let env = Env::new().await;
+async fn a_config_error_exits_78_names_file_and_key_and_sends_nothing(api: Api) {
+    let env = Env::for_api(api).await;
     env.write_config("[renewal]\nmax_per_cylce = 3\n");
 
     let out = env.run(&["licenses", "--live"]).await;
@@ -270,17 +283,16 @@ async fn a_config_error_exits_78_names_file_and_key_and_sends_nothing() {
     assert!(env.sim.requests().is_empty());
 }
 
-#[tokio::test]
-async fn session_auth_logs_in_and_survives_an_expired_session() {
-    let env = Env::new().await;
-    env.place(2005, 7, 8, env.today() + days(5), 2);
+async fn session_auth_logs_in_and_survives_an_expired_session(api: Api) {
+    let env = Env::for_api(api).await;
+    env.place(2005, env.p.lite, env.p.lite_month, env.today() + days(5), 2);
     env.write_config("");
     let text = std::fs::read_to_string(&env.config)
         .expect("read")
         .replace("read_attempts = 2", "read_attempts = 2\nauth = \"session\"");
     std::fs::write(&env.config, text).expect("write");
     env.sim.add_fault(Fault {
-        func: Some("software".into()),
+        func: Some(env.p.list_func.into()),
         elid: None,
         kind: FaultKind::SessionExpired,
         times: Some(1),
@@ -304,4 +316,97 @@ async fn session_auth_logs_in_and_survives_an_expired_session() {
             "{r:?}"
         );
     }
+}
+
+both_apis!(licenses_live_shows_the_accounts_licenses_as_a_table_and_as_json);
+both_apis!(order_creates_a_license_and_prints_its_id);
+both_apis!(ip_check_says_available_or_not_with_the_apis_error);
+both_apis!(edit_changes_the_name_and_a_second_ip_change_in_a_month_is_refused);
+both_apis!(prolong_renews_once_and_refuses_a_trial_or_foreign_period_before_paying);
+both_apis!(an_api_error_exits_1_and_prints_type_object_and_message);
+both_apis!(a_wrong_password_exits_1_with_the_auth_error_and_tries_once);
+both_apis!(a_config_error_exits_78_names_file_and_key_and_sends_nothing);
+both_apis!(session_auth_logs_in_and_survives_an_expired_session);
+
+#[tokio::test]
+async fn billmgr5_reads_every_page_of_a_large_account() {
+    let env = Env::for_api_with(Api::Billmgr5, 2500).await;
+
+    let out = env.run(&["licenses", "--live", "--json"]).await;
+
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let parsed: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let mut got: Vec<i64> = parsed
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|l| l["elid"].as_i64())
+        .collect();
+    got.sort();
+    let mut want: Vec<i64> = env.sim.licenses().iter().map(|l| l.id).collect();
+    want.sort();
+    assert_eq!(got, want);
+    let pages: Vec<String> = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.func == "soft")
+        .filter_map(|r| {
+            r.form
+                .iter()
+                .find(|(k, _)| k == "p_num")
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
+    assert_eq!(pages, ["1", "2", "3"]);
+    assert!(
+        !env.sim
+            .requests()
+            .iter()
+            .any(|r| r.func.starts_with("software")),
+        "no v4 function on a v5 server"
+    );
+}
+
+#[tokio::test]
+async fn billmgr5_orders_a_tariff_id_the_catalog_does_not_know_instead_of_refusing_it() {
+    let env = Env::for_api(Api::Billmgr5).await;
+
+    let out = env
+        .run(&[
+            "order",
+            "--product",
+            "77777",
+            "--period",
+            "12",
+            "--licname",
+            "x",
+            "--ip",
+            "198.51.100.9",
+        ])
+        .await;
+
+    let sent = env
+        .sim
+        .requests()
+        .into_iter()
+        .find(|r| r.func == "soft.order.param")
+        .expect("the order was sent");
+    let field = |k: &str| {
+        sent.form
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        (field("pricelist").as_deref(), field("period").as_deref()),
+        (Some("77777"), Some("12"))
+    );
+    assert_eq!(
+        code(&out),
+        1,
+        "the simulator does not sell 77777: {}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("type=value"), "{}", stderr(&out));
 }

@@ -520,3 +520,73 @@ async fn a_refused_connection_is_known_not_sent() {
         "no URL in transport errors: {err}"
     );
 }
+
+fn client_v5(server: &MockServer) -> Client {
+    let mut cfg = billmgr(&format!("{}{ENDPOINT}", server.uri()), AuthMode::Authinfo);
+    cfg.api = licrenew::config::Api::Billmgr5;
+    Client::new(&cfg).expect("client")
+}
+
+#[tokio::test]
+async fn billmgr5_renews_with_service_prolong_in_months_and_reads_the_nested_new_expiry() {
+    let s = server().await;
+    Mock::given(method("POST"))
+        .respond_with(xml("<doc><doc><expiredate>2024-07-01</expiredate><newexpiredate>2025-07-01</newexpiredate></doc></doc>"))
+        .mount(&s)
+        .await;
+
+    let ans = client_v5(&s).renew(334673, 12).await.expect("renewed");
+
+    assert_eq!(ans.new_expiry, chrono::NaiveDate::from_ymd_opt(2025, 7, 1));
+    let forms = assert_requests_are_clean(&s).await;
+    assert_eq!(forms.len(), 1);
+    let f = &forms[0];
+    assert_eq!(field(f, "func"), Some("service.prolong"));
+    assert_eq!(field(f, "elid"), Some("334673"));
+    assert_eq!(field(f, "period"), Some("12"));
+    assert_eq!(field(f, "sok"), Some("ok"));
+}
+
+#[tokio::test]
+async fn billmgr5_lists_page_by_page_and_filters_the_window_locally() {
+    let s = server().await;
+    let row = |id: u32, exp: &str| {
+        format!(
+            "<elem><id>{id}</id><pricelist>55227</pricelist><period>1</period><expiredate>{exp}</expiredate><item_status orig=\"2\">Active</item_status><autoprolong/></elem>"
+        )
+    };
+    Mock::given(body_string_contains("p_num=1"))
+        .respond_with(xml(&format!(
+            "<doc><p_elems>3</p_elems>{}{}</doc>",
+            row(1, "2024-06-10"),
+            row(2, "2030-01-01")
+        )))
+        .mount(&s)
+        .await;
+    Mock::given(body_string_contains("p_num=2"))
+        .respond_with(xml(&format!(
+            "<doc><p_elems>3</p_elems>{}</doc>",
+            row(3, "2024-06-20")
+        )))
+        .mount(&s)
+        .await;
+    let from = chrono::NaiveDate::from_ymd_opt(2024, 6, 1).expect("date");
+    let to = chrono::NaiveDate::from_ymd_opt(2024, 7, 31).expect("date");
+
+    let listing = client_v5(&s).list(Some((from, to))).await.expect("list");
+
+    let ids: Vec<i64> = listing.licenses.iter().map(|l| l.elid).collect();
+    assert_eq!(ids, [1, 3], "only the window, from both pages");
+    assert!(
+        listing
+            .licenses
+            .iter()
+            .all(|l| l.status == licrenew::domain::Status::Active && !l.autoprolong)
+    );
+    let forms = assert_requests_are_clean(&s).await;
+    let funcs: Vec<_> = forms
+        .iter()
+        .map(|f| field(f, "func").unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(funcs, ["soft", "soft"], "no software.filter on 5/6");
+}

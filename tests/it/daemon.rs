@@ -1,6 +1,8 @@
 //! The renewal daemon as the real binary against the simulator, with real SQLite files.
 
+use crate::both_apis;
 use crate::support::{Env, code, days, stderr, stdout};
+use licrenew::config::Api;
 use licrenew::sim::{Fault, FaultKind};
 use std::time::Duration;
 
@@ -15,16 +17,17 @@ renew = false
 "#;
 
 /// An account with one license of every kind the planner must tell apart.
-async fn account() -> Env {
-    let env = Env::new().await;
+async fn account(api: Api) -> Env {
+    let env = Env::for_api(api).await;
     let t = env.today();
-    env.place(2001, 7, 8, t + days(3), 2); // due
-    env.place(2002, 7, 8, t + days(20), 2); // not due
-    env.place(2003, 11, 16, t + days(2), 2); // no policy (Pro)
-    env.place(2004, 7, 7, t + days(2), 2); // trial
-    env.place(2005, 7, 8, t + days(2), 4); // deleted
-    env.place(2006, 7, 8, t + days(1), 2); // excepted by licname
-    env.place(2007, 7, 8, t - days(5), 3); // suspended, past due
+    let p = env.p;
+    env.place(2001, p.lite, p.lite_month, t + days(3), 2); // due
+    env.place(2002, p.lite, p.lite_month, t + days(20), 2); // not due
+    env.place(2003, p.pro, p.pro_month, t + days(2), 2); // no policy (Pro)
+    env.place(2004, p.lite, p.lite_trial, t + days(2), 2); // trial
+    env.place(2005, p.lite, p.lite_month, t + days(2), 4); // deleted
+    env.place(2006, p.lite, p.lite_month, t + days(1), 2); // excepted by licname
+    env.place(2007, p.lite, p.lite_month, t - days(5), 3); // suspended, past due
     env.write_policy("ispmanager-lite.toml", LITE_POLICY);
     env
 }
@@ -46,9 +49,10 @@ fn fault(func: &str, elid: Option<i64>, kind: FaultKind, times: Option<u32>) -> 
     }
 }
 
-#[tokio::test]
-async fn due_licenses_are_renewed_exactly_once_with_the_policys_period_and_nothing_else_is() {
-    let env = account().await;
+async fn due_licenses_are_renewed_exactly_once_with_the_policys_period_and_nothing_else_is(
+    api: Api,
+) {
+    let env = account(api).await;
     let before = env.sim.license(2001).expect("license");
 
     let first = env.run(&["renew"]).await;
@@ -75,7 +79,7 @@ async fn due_licenses_are_renewed_exactly_once_with_the_policys_period_and_nothi
             .checked_add_months(chrono::Months::new(1))
             .expect("date")
     );
-    assert_eq!(after.period, 8);
+    assert_eq!(after.period, env.p.lite_month);
     let why: std::collections::HashMap<i64, String> = renewal_events(&stderr(&first))
         .iter()
         .map(|e| {
@@ -101,9 +105,8 @@ async fn due_licenses_are_renewed_exactly_once_with_the_policys_period_and_nothi
     env.assert_no_canary_in_files();
 }
 
-#[tokio::test]
-async fn every_renewal_event_is_one_json_line_with_the_documented_fields() {
-    let env = account().await;
+async fn every_renewal_event_is_one_json_line_with_the_documented_fields(api: Api) {
+    let env = account(api).await;
 
     let out = env.run(&["renew"]).await;
 
@@ -136,11 +139,10 @@ async fn every_renewal_event_is_one_json_line_with_the_documented_fields() {
     assert_eq!(cycle["outcome"], "ok");
 }
 
-#[tokio::test]
-async fn an_error_document_for_one_license_is_recorded_and_the_others_still_renew() {
-    let env = account().await;
+async fn an_error_document_for_one_license_is_recorded_and_the_others_still_renew(api: Api) {
+    let env = account(api).await;
     env.sim.add_fault(Fault {
-        func: Some("software.period".into()),
+        func: Some(env.p.renew_func.into()),
         elid: Some(2001),
         kind: FaultKind::ErrorDoc {
             r#type: "value".into(),
@@ -181,9 +183,8 @@ async fn an_error_document_for_one_license_is_recorded_and_the_others_still_rene
     );
 }
 
-#[tokio::test]
-async fn dry_run_prints_the_plan_and_makes_no_paid_call() {
-    let env = account().await;
+async fn dry_run_prints_the_plan_and_makes_no_paid_call(api: Api) {
+    let env = account(api).await;
 
     let out = env.run(&["renew", "--dry-run"]).await;
 
@@ -200,19 +201,19 @@ async fn dry_run_prints_the_plan_and_makes_no_paid_call() {
             .any(|l| l.starts_with("2003") && l.contains("no policy")),
         "{text}"
     );
+    let submitted = |r: &licrenew::sim::RecordedRequest| r.form.iter().any(|(k, _)| k == "sok");
     assert!(
         !env.sim
             .requests()
             .iter()
-            .any(|r| r.func == "software.period")
+            .any(|r| r.func == env.p.renew_func && submitted(r))
     );
 }
 
-#[tokio::test]
-async fn an_answer_lost_after_the_server_applied_is_reconciled_and_not_paid_again() {
-    let env = account().await;
+async fn an_answer_lost_after_the_server_applied_is_reconciled_and_not_paid_again(api: Api) {
+    let env = account(api).await;
     env.sim.add_fault(fault(
-        "software.period",
+        env.p.renew_func,
         Some(2001),
         FaultKind::DropAfter,
         Some(1),
@@ -239,12 +240,11 @@ async fn an_answer_lost_after_the_server_applied_is_reconciled_and_not_paid_agai
     assert_eq!(rows[0]["state"], "reconciled_ok");
 }
 
-#[tokio::test]
-async fn an_answer_lost_before_the_server_applied_is_renewed_once_after_settling() {
-    let env = account().await;
+async fn an_answer_lost_before_the_server_applied_is_renewed_once_after_settling(api: Api) {
+    let env = account(api).await;
     env.write_config("[renewal]\nsettle = \"0s\"\n");
     env.sim.add_fault(fault(
-        "software.period",
+        env.p.renew_func,
         Some(2001),
         FaultKind::DropBefore,
         Some(1),
@@ -271,11 +271,10 @@ async fn an_answer_lost_before_the_server_applied_is_renewed_once_after_settling
     assert_eq!(states, ["ok", "reconciled_failed"], "newest first");
 }
 
-#[tokio::test]
-async fn an_unknown_outcome_is_left_alone_while_settling() {
-    let env = account().await;
+async fn an_unknown_outcome_is_left_alone_while_settling(api: Api) {
+    let env = account(api).await;
     env.sim.add_fault(fault(
-        "software.period",
+        env.p.renew_func,
         Some(2001),
         FaultKind::DropBefore,
         Some(1),
@@ -297,9 +296,8 @@ async fn an_unknown_outcome_is_left_alone_while_settling() {
     assert!(ev.iter().any(|e| e["reason"] == "settling"), "{ev:?}");
 }
 
-#[tokio::test]
-async fn a_bad_policy_file_exits_78_naming_file_and_line_and_changes_nothing() {
-    let env = account().await;
+async fn a_bad_policy_file_exits_78_naming_file_and_line_and_changes_nothing(api: Api) {
+    let env = account(api).await;
     env.write_policy(
         "zz-broken.toml",
         "product = \"ISPmanager Pro\"\nrenew = true\nperiod = \"trial\"\n",
@@ -320,9 +318,8 @@ async fn a_bad_policy_file_exits_78_naming_file_and_line_and_changes_nothing() {
     );
 }
 
-#[tokio::test]
-async fn the_database_shows_licenses_and_their_last_outcome() {
-    let env = account().await;
+async fn the_database_shows_licenses_and_their_last_outcome(api: Api) {
+    let env = account(api).await;
 
     env.run(&["renew"]).await;
     let out = env.run(&["licenses", "--json"]).await;
@@ -342,9 +339,8 @@ async fn the_database_shows_licenses_and_their_last_outcome() {
     assert_eq!(rows.as_array().map(Vec::len), Some(7));
 }
 
-#[tokio::test]
-async fn a_second_process_on_one_database_is_refused_clearly() {
-    let env = account().await;
+async fn a_second_process_on_one_database_is_refused_clearly(api: Api) {
+    let env = account(api).await;
     env.write_config("[schedule]\ncron = \"0 0 0 1 1 *\"\n");
     let mut daemon = env
         .command(&["run"], &[])
@@ -367,9 +363,8 @@ async fn a_second_process_on_one_database_is_refused_clearly() {
     let _ = daemon.start_kill();
 }
 
-#[tokio::test]
-async fn run_renews_on_schedule_picks_up_a_policy_on_sighup_and_exits_0_on_sigterm() {
-    let env = account().await;
+async fn run_renews_on_schedule_picks_up_a_policy_on_sighup_and_exits_0_on_sigterm(api: Api) {
+    let env = account(api).await;
     env.write_config("[schedule]\ncron = \"* * * * * *\"\njitter = \"0s\"\n");
     let mut daemon = env
         .command(&["run"], &[])
@@ -405,9 +400,8 @@ async fn run_renews_on_schedule_picks_up_a_policy_on_sighup_and_exits_0_on_sigte
     assert_eq!(env.sim.paid_calls(2003), 1);
 }
 
-#[tokio::test]
-async fn an_invalid_policy_on_sighup_keeps_the_running_ones() {
-    let env = account().await;
+async fn an_invalid_policy_on_sighup_keeps_the_running_ones(api: Api) {
+    let env = account(api).await;
     env.write_config("[schedule]\ncron = \"* * * * * *\"\njitter = \"0s\"\n");
     let daemon = env
         .command(&["run"], &[])
@@ -424,7 +418,7 @@ async fn an_invalid_policy_on_sighup_keeps_the_running_ones() {
     );
     signal(pid, "HUP");
     // A license that becomes due after the bad reload is still renewed by the old policies.
-    env.place(2010, 7, 8, env.today() + days(2), 2);
+    env.place(2010, env.p.lite, env.p.lite_month, env.today() + days(2), 2);
     wait_for(
         || env.sim.paid_calls(2010) == 1,
         "renewal under the kept policies",
@@ -441,12 +435,11 @@ async fn an_invalid_policy_on_sighup_keeps_the_running_ones() {
     assert_eq!(env.sim.paid_calls(2003), 0);
 }
 
-#[tokio::test]
-async fn a_kill_9_while_the_paid_call_is_in_flight_leads_to_one_extension_not_two() {
-    let env = account().await;
+async fn a_kill_9_while_the_paid_call_is_in_flight_leads_to_one_extension_not_two(api: Api) {
+    let env = account(api).await;
     // The server applies the renewal 1.5 s after it arrives, whatever the client does.
     env.sim.add_fault(fault(
-        "software.period",
+        env.p.renew_func,
         Some(2001),
         FaultKind::Delay { ms: 1500 },
         Some(1),
@@ -463,7 +456,7 @@ async fn a_kill_9_while_the_paid_call_is_in_flight_leads_to_one_extension_not_tw
             env.sim
                 .requests()
                 .iter()
-                .any(|r| r.func == "software.period")
+                .any(|r| r.func == env.p.renew_func)
         },
         "the paid call in flight",
     )
@@ -500,4 +493,95 @@ fn signal(pid: i32, sig: &str) {
         .status()
         .expect("kill");
     assert!(ok.success());
+}
+
+both_apis!(due_licenses_are_renewed_exactly_once_with_the_policys_period_and_nothing_else_is);
+both_apis!(every_renewal_event_is_one_json_line_with_the_documented_fields);
+both_apis!(an_error_document_for_one_license_is_recorded_and_the_others_still_renew);
+both_apis!(dry_run_prints_the_plan_and_makes_no_paid_call);
+both_apis!(an_answer_lost_after_the_server_applied_is_reconciled_and_not_paid_again);
+both_apis!(an_answer_lost_before_the_server_applied_is_renewed_once_after_settling);
+both_apis!(an_unknown_outcome_is_left_alone_while_settling);
+both_apis!(a_bad_policy_file_exits_78_naming_file_and_line_and_changes_nothing);
+both_apis!(the_database_shows_licenses_and_their_last_outcome);
+both_apis!(a_second_process_on_one_database_is_refused_clearly);
+both_apis!(run_renews_on_schedule_picks_up_a_policy_on_sighup_and_exits_0_on_sigterm);
+both_apis!(an_invalid_policy_on_sighup_keeps_the_running_ones);
+both_apis!(a_kill_9_while_the_paid_call_is_in_flight_leads_to_one_extension_not_two);
+
+#[tokio::test]
+async fn a_license_with_server_side_autoprolong_is_skipped_unless_the_policy_overrides_it() {
+    let env = Env::for_api(Api::Billmgr5).await;
+    let t = env.today();
+    let mut auto = env.place(2101, env.p.lite, env.p.lite_month, t + days(2), 2);
+    auto.autoprolong = Some(1);
+    env.sim.upsert_license(auto);
+    env.place(2102, env.p.lite, env.p.lite_month, t + days(2), 2);
+    env.write_policy("ispmanager-lite.toml", LITE_POLICY);
+
+    let first = env.run(&["renew"]).await;
+    env.write_policy(
+        "ispmanager-lite.toml",
+        &format!("override_autoprolong = true\n{LITE_POLICY}"),
+    );
+    let second = env.run(&["renew"]).await;
+
+    assert_eq!(code(&first), 0, "{}", stderr(&first));
+    let ev = renewal_events(&stderr(&first))
+        .into_iter()
+        .find(|e| e["elid"] == 2101)
+        .expect("event");
+    assert_eq!(
+        (ev["outcome"].as_str(), ev["reason"].as_str()),
+        (Some("skipped"), Some("autoprolong"))
+    );
+    assert_eq!(
+        env.sim.paid_calls(2102),
+        1,
+        "the license without autoprolong is renewed"
+    );
+    assert_eq!(code(&second), 0, "{}", stderr(&second));
+    assert_eq!(
+        env.sim.paid_calls(2101),
+        1,
+        "renewed only once the policy overrides autoprolong"
+    );
+}
+
+#[tokio::test]
+async fn billmgr5_dry_run_shows_the_previewed_new_expiry_and_pays_nothing() {
+    let env = account(Api::Billmgr5).await;
+    let before = env.sim.license(2001).expect("license").expiredate;
+
+    let out = env.run(&["renew", "--dry-run", "--json"]).await;
+
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(env.sim.paid_calls_total(), 0);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let ev = report["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["elid"] == 2001)
+        .cloned()
+        .expect("2001");
+    assert_eq!(ev["outcome"], "dry_run");
+    let want = before
+        .checked_add_months(chrono::Months::new(1))
+        .expect("date")
+        .to_string();
+    assert_eq!(ev["new_expiry"].as_str(), Some(want.as_str()));
+    let funcs: Vec<String> = env.sim.requests().iter().map(|r| r.func.clone()).collect();
+    assert!(
+        funcs.iter().any(|f| f == "service.prolong"),
+        "the preview was asked: {funcs:?}"
+    );
+    assert!(
+        env.sim
+            .requests()
+            .iter()
+            .filter(|r| r.func == "service.prolong")
+            .all(|r| !r.form.iter().any(|(k, _)| k == "sok")),
+        "a preview never submits"
+    );
 }

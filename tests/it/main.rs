@@ -1,9 +1,17 @@
 //! The one integration test binary: the client against a mock HTTP server, and the real
 //! `licrenew` binary against the simulator on loopback with real SQLite files.
 
+mod badinput;
 mod cli;
 mod client;
+mod crash;
 mod daemon;
+mod faults;
+mod ledger;
+mod secrets;
 mod service;
 mod sim_smoke;
+mod storage;
 mod support;
+mod xml_fuzz;
+mod xml_gen;

@@ -7,7 +7,7 @@
 //! need root (CAP_SYS_ADMIN), as CI and the development machines have.
 
 use crate::ledger::{
-    LITE, assert_invariants_at, assert_no_panic, events, place_due, read_db, seen, wait_for,
+    LITE, assert_invariants_at, assert_no_panic, events, place_due, read_db, seen_for, wait_for,
 };
 use crate::support::{Env, code, stderr};
 use licrenew::sim::{Fault, FaultKind};
@@ -81,6 +81,7 @@ async fn a_read_only_database_file_stops_the_cycle_before_any_request_and_loses_
 
     let out = env.run(&["renew"]).await;
     let after = bytes_of(&db);
+    let sent = env.sim.requests().len();
     drop(guard);
     let retry = env.run(&["renew"]).await;
 
@@ -91,11 +92,7 @@ async fn a_read_only_database_file_stops_the_cycle_before_any_request_and_loses_
         "{}",
         stderr(&out)
     );
-    assert_eq!(
-        env.sim.requests().len(),
-        sent_before,
-        "no request without a writable journal"
-    );
+    assert_eq!(sent, sent_before, "no request without a writable journal");
     assert!(before == after, "the file is untouched");
     assert_eq!(code(&retry), 0, "{}", stderr(&retry));
     assert_invariants_at(&env, &db, &due).await;
@@ -114,6 +111,7 @@ async fn a_database_on_a_read_only_filesystem_stops_the_cycle_before_any_request
     sh("mount", &["-o", "remount,bind,ro", &dir]);
 
     let out = env.run(&["renew"]).await;
+    let sent = env.sim.requests().len();
     drop(guard);
     let retry = env.run(&["renew"]).await;
 
@@ -124,7 +122,7 @@ async fn a_database_on_a_read_only_filesystem_stops_the_cycle_before_any_request
         "{}",
         stderr(&out)
     );
-    assert_eq!(env.sim.requests().len(), sent_before);
+    assert_eq!(sent, sent_before, "no request without a writable journal");
     assert_eq!(code(&retry), 0, "{}", stderr(&retry));
     assert_invariants_at(&env, &db, &due).await;
 }
@@ -154,7 +152,13 @@ fn fill(dir: &Path) -> PathBuf {
 
 /// What a disk-full scenario leaves: the Env, the database path, the due licenses, the output
 /// of the run that hit the full disk, and the mount (unmounted when dropped).
-type DiskFull = (Env, PathBuf, Vec<(i64, chrono::NaiveDate)>, std::process::Output, Undo);
+type DiskFull = (
+    Env,
+    PathBuf,
+    Vec<(i64, chrono::NaiveDate)>,
+    std::process::Output,
+    Undo,
+);
 
 /// Mounts a 4 MiB tmpfs on `state/`, syncs into it, arms `fault`, starts `renew`, fills the disk
 /// once `moment` is reached, waits for the run to end and frees the disk again.
@@ -192,9 +196,10 @@ async fn a_disk_that_fills_before_the_intent_row_stops_the_cycle_and_nothing_is_
             kind: FaultKind::Delay { ms: 1500 },
             times: Some(1),
         },
-        |env| seen(env, "software.edit"),
+        |env| seen_for(env, "software.edit", 3001),
     )
     .await;
+    let paid = env.sim.paid_calls_total();
     let retry = env.run(&["renew"]).await;
 
     assert_no_panic(&out);
@@ -204,7 +209,7 @@ async fn a_disk_that_fills_before_the_intent_row_stops_the_cycle_and_nothing_is_
         "{}",
         stderr(&out)
     );
-    assert_eq!(env.sim.paid_calls_total(), 0, "no paid call without its intent row");
+    assert_eq!(paid, 0, "no paid call without its intent row");
     assert_eq!(code(&retry), 0, "{}", stderr(&retry));
     assert_invariants_at(&env, &db, &due).await;
 }
@@ -218,10 +223,11 @@ async fn a_disk_that_fills_during_the_paid_call_loses_no_outcome() {
             kind: FaultKind::Delay { ms: 1500 },
             times: Some(1),
         },
-        |env| seen(env, "software.period"),
+        |env| seen_for(env, "software.period", 3001),
     )
     .await;
     let (rows, _) = read_db(&db).await;
+    let paid = env.sim.paid_calls(3001);
     let retry = env.run(&["renew"]).await;
 
     assert_no_panic(&out);
@@ -231,7 +237,7 @@ async fn a_disk_that_fills_during_the_paid_call_loses_no_outcome() {
         "{}",
         stderr(&out)
     );
-    assert_eq!(env.sim.paid_calls(3001), 1, "the server applied it");
+    assert_eq!(paid, 1, "the server applied it");
     let open = rows.iter().find(|r| r.elid == 3001).expect("intent row");
     assert_eq!(open.state, "sending", "the committed intent survives");
     assert_eq!(code(&retry), 0, "{}", stderr(&retry));

@@ -33,7 +33,7 @@ pub fn assert_no_canary(what: &str, text: &str) {
     );
 }
 
-use licrenew::sim::{SimConfig, SimHandle, SimLicense};
+use licrenew::sim::{SimApi, SimConfig, SimHandle, SimLicense};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -43,21 +43,91 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     pub sim: SimHandle,
     pub config: PathBuf,
+    pub api: Api,
+    /// Product and period ids of this generation.
+    pub p: Ids,
+}
+
+/// The wire ids of the products the tests use, per API generation: the same policies (by
+/// name) must behave the same in both.
+#[derive(Clone, Copy, Debug)]
+pub struct Ids {
+    pub lite: i64,
+    pub lite_month: i64,
+    pub lite_trial: i64,
+    pub pro: i64,
+    pub pro_month: i64,
+    /// The paid renewal function.
+    pub renew_func: &'static str,
+    pub list_func: &'static str,
+}
+
+pub fn ids(api: Api) -> Ids {
+    match api {
+        Api::Billmgr4 => Ids {
+            lite: 7,
+            lite_month: 8,
+            lite_trial: 7,
+            pro: 11,
+            pro_month: 16,
+            renew_func: "software.period",
+            list_func: "software",
+        },
+        Api::Billmgr5 => Ids {
+            lite: 55227,
+            lite_month: 1,
+            lite_trial: -100,
+            pro: 55229,
+            pro_month: 1,
+            renew_func: "service.prolong",
+            list_func: "soft",
+        },
+    }
+}
+
+/// Runs a test body once per API generation, as two tests named after it.
+#[macro_export]
+macro_rules! both_apis {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn billmgr4() {
+                super::$name(licrenew::config::Api::Billmgr4).await
+            }
+            #[tokio::test]
+            async fn billmgr5() {
+                super::$name(licrenew::config::Api::Billmgr5).await
+            }
+        }
+    };
 }
 
 impl Env {
-    /// An empty account (tests place exact licenses with [`Env::place`]).
+    /// An empty BILLmanager 4 account (tests place exact licenses with [`Env::place`]).
     pub async fn new() -> Env {
         Env::with_licenses(0).await
     }
 
     pub async fn with_licenses(n: usize) -> Env {
+        Env::for_api_with(Api::Billmgr4, n).await
+    }
+
+    /// An empty account speaking `api`.
+    pub async fn for_api(api: Api) -> Env {
+        Env::for_api_with(api, 0).await
+    }
+
+    pub async fn for_api_with(api: Api, n: usize) -> Env {
         let sim = licrenew::sim::start(
             "127.0.0.1:0".parse().expect("addr"),
             SimConfig {
                 licenses: n,
                 username: "reseller".into(),
                 password: CANARY.into(),
+                api: match api {
+                    Api::Billmgr4 => SimApi::Billmgr4,
+                    Api::Billmgr5 => SimApi::Billmgr5,
+                },
                 ..SimConfig::default()
             },
         )
@@ -66,7 +136,13 @@ impl Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("licrenew.toml");
         std::fs::create_dir(dir.path().join("policies.d")).expect("policies dir");
-        let env = Env { dir, sim, config };
+        let env = Env {
+            dir,
+            sim,
+            config,
+            api,
+            p: ids(api),
+        };
         env.write_config("");
         env
     }
@@ -76,6 +152,7 @@ impl Env {
         let text = format!(
             r#"[billmgr]
 url = "{url}"
+api = "{api}"
 username = "reseller"
 password_file = "secret"
 timeout = "3s"
@@ -85,7 +162,11 @@ read_attempts = 2
 [log]
 level = "trace"
 {extra}"#,
-            url = self.sim.url()
+            url = self.sim.url(),
+            api = match self.api {
+                Api::Billmgr4 => "billmgr4",
+                Api::Billmgr5 => "billmgr5",
+            }
         );
         std::fs::write(&self.config, text).expect("config");
         std::fs::write(self.dir.path().join("secret"), format!("{CANARY}\n"))
@@ -118,6 +199,7 @@ level = "trace"
             expiredate: expiry,
             status,
             last_ip_change: None,
+            autoprolong: None,
         };
         self.sim.upsert_license(l.clone());
         l
