@@ -706,6 +706,32 @@ mod tests {
     }
 
     #[test]
+    fn billmgr5_policies_name_products_like_billmgr4_and_may_name_any_tariff_id_in_months() {
+        let v5 = Catalog::builtin().for_api(crate::config::Api::Billmgr5);
+        let load5 = |text: &str| {
+            Policies::from_sources(&[(PathBuf::from("p.d/x.toml"), text.to_owned())], &v5)
+        };
+
+        let by_name = load5("product = \"ISPmanager Lite\"\nrenew = true\nperiod = \"1 month\"\n")
+            .expect("a name of both generations");
+        let by_id =
+            load5("product = 77777\nrenew = true\nperiod = 12\noverride_autoprolong = true\n")
+                .expect("an unknown tariff id");
+        let trial = load5("product = 77777\nrenew = true\nperiod = -100\n").expect_err("trial");
+        let daily = load5("product = 77777\nrenew = true\nperiod = -7\n").expect_err("daily");
+
+        let p = by_name.iter().next().expect("policy");
+        assert_eq!((p.product, p.period), (55227, Some(1)));
+        let p = by_id.iter().next().expect("policy");
+        assert_eq!(
+            (p.product, p.period, p.override_autoprolong),
+            (77777, Some(12), true)
+        );
+        assert!(trial.msg.contains("trial"), "{trial}");
+        assert!(daily.msg.contains("-7"), "{daily}");
+    }
+
+    #[test]
     fn an_unknown_product_names_file_and_line() {
         // Arrange
         let text = "renew = true\nproduct = \"ISPmanager Ultra\"\nperiod = 8\n";

@@ -2,10 +2,12 @@
 //! abrupt) at every point of a renewal, restarted, and left to reconcile. Each point is hit
 //! several times; after each, every money invariant of [`crate::ledger`] must hold.
 
+use crate::both_apis;
 use crate::ledger::{
     LITE, assert_invariants, assert_no_panic, journal, place_due, seen_for, settle, wait_for,
 };
 use crate::support::{Env, assert_no_canary, stderr};
+use licrenew::config::Api;
 use licrenew::sim::{Fault, FaultKind};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
@@ -17,8 +19,8 @@ const PAUSE: Duration = Duration::from_millis(400);
 
 /// An account with the Lite policy and a one-second settle time, so an attempt that never left
 /// is judged failed quickly (and the simulator never applies anything later than that).
-async fn account() -> Env {
-    let env = Env::new().await;
+async fn account(api: Api) -> Env {
+    let env = Env::for_api(api).await;
     env.write_config("[renewal]\nsettle = \"1s\"\n");
     env.write_policy("lite.toml", LITE);
     env
@@ -40,8 +42,8 @@ fn paid_for(env: &Env, first: i64) -> u32 {
 
 /// Arms `point`, runs a cycle that aborts there, checks what the crash left with `after_crash`,
 /// restarts until the cycle is clean and checks the invariants; `REPEATS` times.
-async fn crash_at_failpoint(point: &str, after_crash: impl Fn(&[(i64, String)], u32)) {
-    let env = account().await;
+async fn crash_at_failpoint(api: Api, point: &str, after_crash: impl Fn(&[(i64, String)], u32)) {
+    let env = account(api).await;
     let mut due = Vec::new();
     for rep in 0..REPEATS {
         let first = 4000 + rep * 10;
@@ -64,18 +66,16 @@ async fn crash_at_failpoint(point: &str, after_crash: impl Fn(&[(i64, String)], 
     }
 }
 
-#[tokio::test]
-async fn a_crash_before_the_intent_row_leaves_no_trace_and_the_restart_renews_once() {
-    crash_at_failpoint("before-intent", |rows, paid| {
+async fn a_crash_before_the_intent_row_leaves_no_trace_and_the_restart_renews_once(api: Api) {
+    crash_at_failpoint(api, "before-intent", |rows, paid| {
         assert!(rows.is_empty(), "no intent row yet: {rows:?}");
         assert_eq!(paid, 0);
     })
     .await;
 }
 
-#[tokio::test]
-async fn a_crash_after_the_intent_commit_is_settled_as_not_sent_and_renewed_once() {
-    crash_at_failpoint("after-intent", |rows, paid| {
+async fn a_crash_after_the_intent_commit_is_settled_as_not_sent_and_renewed_once(api: Api) {
+    crash_at_failpoint(api, "after-intent", |rows, paid| {
         assert!(
             !rows.is_empty() && rows.iter().all(|(_, s)| s == "sending"),
             "{rows:?}"
@@ -85,18 +85,18 @@ async fn a_crash_after_the_intent_commit_is_settled_as_not_sent_and_renewed_once
     .await;
 }
 
-#[tokio::test]
-async fn a_crash_after_the_answer_before_the_outcome_is_reconciled_as_bought_not_paid_again() {
-    crash_at_failpoint("after-call", |rows, paid| {
+async fn a_crash_after_the_answer_before_the_outcome_is_reconciled_as_bought_not_paid_again(
+    api: Api,
+) {
+    crash_at_failpoint(api, "after-call", |rows, paid| {
         assert!(rows.iter().any(|(_, s)| s == "sending"), "{rows:?}");
         assert!(paid >= 1, "the server applied it");
     })
     .await;
 }
 
-#[tokio::test]
-async fn a_crash_after_the_outcome_is_recorded_changes_nothing_on_restart() {
-    crash_at_failpoint("after-outcome", |rows, paid| {
+async fn a_crash_after_the_outcome_is_recorded_changes_nothing_on_restart(api: Api) {
+    crash_at_failpoint(api, "after-outcome", |rows, paid| {
         assert!(rows.iter().any(|(_, s)| s == "ok"), "{rows:?}");
         assert!(paid >= 1);
     })
@@ -105,14 +105,19 @@ async fn a_crash_after_the_outcome_is_recorded_changes_nothing_on_restart() {
 
 /// Starts `renew`, waits for `moment`, then SIGKILLs it; `REPEATS` times, each with a fresh
 /// fault on the first of two new due licenses.
-async fn kill_when(fault: impl Fn() -> FaultKind, moment: impl Fn(&Env, i64) -> bool, what: &str) {
-    let env = account().await;
+async fn kill_when(
+    api: Api,
+    fault: impl Fn() -> FaultKind,
+    moment: impl Fn(&Env, i64) -> bool,
+    what: &str,
+) {
+    let env = account(api).await;
     let mut due = Vec::new();
     for rep in 0..REPEATS {
         let first = 5000 + rep * 10;
         due.extend(place_due(&env, first, 2));
         env.sim.add_fault(Fault {
-            func: Some("software.period".into()),
+            func: Some(env.func("software.period")),
             elid: Some(first),
             kind: fault(),
             times: Some(1),
@@ -150,19 +155,21 @@ async fn kill_when(fault: impl Fn() -> FaultKind, moment: impl Fn(&Env, i64) -> 
     }
 }
 
-#[tokio::test]
-async fn a_kill_while_the_paid_call_is_in_flight_is_reconciled_as_one_extension() {
+async fn a_kill_while_the_paid_call_is_in_flight_is_reconciled_as_one_extension(api: Api) {
     kill_when(
+        api,
         || FaultKind::Delay { ms: 600 },
-        |env, first| seen_for(env, "software.period", first),
+        |env, first| seen_for(env, &env.func("software.period"), first),
         "the paid call in flight",
     )
     .await;
 }
 
-#[tokio::test]
-async fn a_kill_after_the_server_applied_but_before_the_answer_is_reconciled_as_one_extension() {
+async fn a_kill_after_the_server_applied_but_before_the_answer_is_reconciled_as_one_extension(
+    api: Api,
+) {
     kill_when(
+        api,
         || FaultKind::DelayAfter { ms: 10_000 },
         |env, first| env.sim.paid_calls(first) == 1,
         "the server applying the renewal",
@@ -170,10 +177,9 @@ async fn a_kill_after_the_server_applied_but_before_the_answer_is_reconciled_as_
     .await;
 }
 
-#[tokio::test]
-async fn a_kill_at_any_moment_of_a_cycle_never_pays_twice_nor_loses_an_outcome() {
+async fn a_kill_at_any_moment_of_a_cycle_never_pays_twice_nor_loses_an_outcome(api: Api) {
     // Arrange: how long one uninterrupted cycle takes on this machine.
-    let env = account().await;
+    let env = account(api).await;
     let mut due = place_due(&env, 6000, 2);
     let started = Instant::now();
     let out = env.run(&["renew"]).await;
@@ -200,3 +206,11 @@ async fn a_kill_at_any_moment_of_a_cycle_never_pays_twice_nor_loses_an_outcome()
         assert_invariants(&env, &due).await;
     }
 }
+
+both_apis!(a_crash_before_the_intent_row_leaves_no_trace_and_the_restart_renews_once);
+both_apis!(a_crash_after_the_intent_commit_is_settled_as_not_sent_and_renewed_once);
+both_apis!(a_crash_after_the_answer_before_the_outcome_is_reconciled_as_bought_not_paid_again);
+both_apis!(a_crash_after_the_outcome_is_recorded_changes_nothing_on_restart);
+both_apis!(a_kill_while_the_paid_call_is_in_flight_is_reconciled_as_one_extension);
+both_apis!(a_kill_after_the_server_applied_but_before_the_answer_is_reconciled_as_one_extension);
+both_apis!(a_kill_at_any_moment_of_a_cycle_never_pays_twice_nor_loses_an_outcome);

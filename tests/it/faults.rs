@@ -1,10 +1,12 @@
 //! The fault matrix: every failure the simulator can inject, on a read and on the paid call,
 //! each with the right exit code, the right recorded outcome, nothing lost and no panic.
 
+use crate::both_apis;
 use crate::ledger::{
     LITE, assert_invariants, assert_no_panic, events, journal, place_due, renewal_event, wait_for,
 };
 use crate::support::{CANARY, Env, code, stderr};
+use licrenew::config::Api;
 use licrenew::sim::{Fault, FaultKind};
 use std::process::Stdio;
 use std::time::Duration;
@@ -17,8 +19,8 @@ const FAST: &[(&str, &str)] = &[
     ("LICRENEW__BILLMGR__MAX_BODY_MIB", "1"),
 ];
 
-async fn account() -> Env {
-    let env = Env::new().await;
+async fn account(api: Api) -> Env {
+    let env = Env::for_api(api).await;
     env.write_policy("lite.toml", LITE);
     env
 }
@@ -37,11 +39,15 @@ fn fault(func: &str, elid: Option<i64>, kind: FaultKind, times: Option<u32>) -> 
 /// One fault on the paid call of a due license: the first cycle records an unknown outcome of
 /// class `class` and exits 1; the next cycle settles it by re-reading (bought when `applied`,
 /// else failed and renewed once), so the license ends extended exactly once.
-async fn paid_call_fault(kind: FaultKind, applied: bool, class: &str) {
-    let env = account().await;
+async fn paid_call_fault(api: Api, kind: FaultKind, applied: bool, class: &str) {
+    let env = account(api).await;
     let due = place_due(&env, 3001, 1);
-    env.sim
-        .add_fault(fault("software.period", Some(3001), kind, Some(1)));
+    env.sim.add_fault(fault(
+        &env.func("software.period"),
+        Some(3001),
+        kind,
+        Some(1),
+    ));
 
     let first = env.run_env(&["renew"], FAST).await;
     let open = journal(&env).await;
@@ -73,70 +79,65 @@ async fn paid_call_fault(kind: FaultKind, applied: bool, class: &str) {
     assert_invariants(&env, &due).await;
 }
 
-#[tokio::test]
-async fn a_paid_call_answered_after_the_timeout_is_unknown_then_reconciled_as_bought() {
-    paid_call_fault(FaultKind::Delay { ms: 2500 }, true, "timeout").await;
+async fn a_paid_call_answered_after_the_timeout_is_unknown_then_reconciled_as_bought(api: Api) {
+    paid_call_fault(api, FaultKind::Delay { ms: 2500 }, true, "timeout").await;
 }
 
-#[tokio::test]
-async fn a_paid_call_applied_at_once_but_answered_after_the_timeout_is_reconciled_as_bought() {
-    paid_call_fault(FaultKind::DelayAfter { ms: 2500 }, true, "timeout").await;
+async fn a_paid_call_applied_at_once_but_answered_after_the_timeout_is_reconciled_as_bought(
+    api: Api,
+) {
+    paid_call_fault(api, FaultKind::DelayAfter { ms: 2500 }, true, "timeout").await;
 }
 
-#[tokio::test]
-async fn a_5xx_on_the_paid_call_is_unknown_then_failed_and_renewed_once() {
-    paid_call_fault(FaultKind::Http { status: 502 }, false, "http").await;
+async fn a_5xx_on_the_paid_call_is_unknown_then_failed_and_renewed_once(api: Api) {
+    paid_call_fault(api, FaultKind::Http { status: 502 }, false, "http").await;
 }
 
-#[tokio::test]
-async fn a_connection_dropped_before_the_server_applied_is_renewed_once_after_settling() {
-    paid_call_fault(FaultKind::DropBefore, false, "transport").await;
+async fn a_connection_dropped_before_the_server_applied_is_renewed_once_after_settling(api: Api) {
+    paid_call_fault(api, FaultKind::DropBefore, false, "transport").await;
 }
 
-#[tokio::test]
-async fn a_connection_dropped_after_the_server_applied_is_reconciled_not_paid_again() {
-    paid_call_fault(FaultKind::DropAfter, true, "transport").await;
+async fn a_connection_dropped_after_the_server_applied_is_reconciled_not_paid_again(api: Api) {
+    paid_call_fault(api, FaultKind::DropAfter, true, "transport").await;
 }
 
-#[tokio::test]
-async fn a_malformed_answer_to_the_paid_call_is_unknown_not_failed() {
-    paid_call_fault(FaultKind::Malformed, true, "malformed").await;
+async fn a_malformed_answer_to_the_paid_call_is_unknown_not_failed(api: Api) {
+    paid_call_fault(api, FaultKind::Malformed, true, "malformed").await;
 }
 
-#[tokio::test]
-async fn a_truncated_answer_to_the_paid_call_is_unknown_not_failed() {
-    paid_call_fault(FaultKind::Truncated, true, "truncated").await;
+async fn a_truncated_answer_to_the_paid_call_is_unknown_not_failed(api: Api) {
+    paid_call_fault(api, FaultKind::Truncated, true, "truncated").await;
 }
 
-#[tokio::test]
-async fn an_html_error_page_with_status_200_on_the_paid_call_is_unknown() {
-    paid_call_fault(FaultKind::Html200, false, "malformed").await;
+async fn an_html_error_page_with_status_200_on_the_paid_call_is_unknown(api: Api) {
+    paid_call_fault(api, FaultKind::Html200, false, "malformed").await;
 }
 
-#[tokio::test]
-async fn an_empty_answer_to_the_paid_call_is_unknown() {
-    paid_call_fault(FaultKind::EmptyBody, false, "empty_body").await;
+async fn an_empty_answer_to_the_paid_call_is_unknown(api: Api) {
+    paid_call_fault(api, FaultKind::EmptyBody, false, "empty_body").await;
 }
 
-#[tokio::test]
-async fn a_slow_drip_answer_to_the_paid_call_past_the_timeout_is_unknown_then_reconciled() {
-    paid_call_fault(FaultKind::SlowDrip { chunk_ms: 200 }, true, "timeout").await;
+async fn a_slow_drip_answer_to_the_paid_call_past_the_timeout_is_unknown_then_reconciled(api: Api) {
+    paid_call_fault(api, FaultKind::SlowDrip { chunk_ms: 200 }, true, "timeout").await;
 }
 
-#[tokio::test]
-async fn a_huge_answer_to_the_paid_call_stops_at_the_size_cap_and_is_unknown() {
-    paid_call_fault(FaultKind::Huge { bytes: 8 << 20 }, false, "too_large").await;
+async fn a_huge_answer_to_the_paid_call_stops_at_the_size_cap_and_is_unknown(api: Api) {
+    paid_call_fault(api, FaultKind::Huge { bytes: 8 << 20 }, false, "too_large").await;
 }
 
 // ---- reads ------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn a_list_that_times_out_on_every_attempt_fails_the_cycle_after_read_attempts_and_pays_nothing()
- {
-    let env = account().await;
+async fn a_list_that_times_out_on_every_attempt_fails_the_cycle_after_read_attempts_and_pays_nothing(
+    api: Api,
+) {
+    let env = account(api).await;
     place_due(&env, 3001, 1);
-    env.sim
-        .add_fault(fault("software", None, FaultKind::Delay { ms: 1500 }, None));
+    env.sim.add_fault(fault(
+        &env.func("software"),
+        None,
+        FaultKind::Delay { ms: 1500 },
+        None,
+    ));
 
     let out = env.run_env(&["renew"], FAST).await;
 
@@ -154,19 +155,18 @@ async fn a_list_that_times_out_on_every_attempt_fails_the_cycle_after_read_attem
         .sim
         .requests()
         .iter()
-        .filter(|r| r.func == "software")
+        .filter(|r| r.func == env.func("software"))
         .count();
     assert_eq!(lists, 2, "read_attempts = 2, then give up");
     assert_eq!(env.sim.paid_calls_total(), 0);
     assert!(journal(&env).await.is_empty());
 }
 
-#[tokio::test]
-async fn a_re_read_that_times_out_is_retried_once_and_the_renewal_goes_through() {
-    let env = account().await;
+async fn a_re_read_that_times_out_is_retried_once_and_the_renewal_goes_through(api: Api) {
+    let env = account(api).await;
     let due = place_due(&env, 3001, 1);
     env.sim.add_fault(fault(
-        "software.edit",
+        &env.func("software.edit"),
         Some(3001),
         FaultKind::Delay { ms: 1500 },
         Some(1),
@@ -180,12 +180,11 @@ async fn a_re_read_that_times_out_is_retried_once_and_the_renewal_goes_through()
     assert_invariants(&env, &due).await;
 }
 
-#[tokio::test]
-async fn a_re_read_that_always_times_out_is_an_error_before_any_intent_or_payment() {
-    let env = account().await;
+async fn a_re_read_that_always_times_out_is_an_error_before_any_intent_or_payment(api: Api) {
+    let env = account(api).await;
     place_due(&env, 3001, 1);
     env.sim.add_fault(fault(
-        "software.edit",
+        &env.func("software.edit"),
         Some(3001),
         FaultKind::Delay { ms: 1500 },
         None,
@@ -205,15 +204,14 @@ async fn a_re_read_that_always_times_out_is_an_error_before_any_intent_or_paymen
         journal(&env).await.is_empty(),
         "no intent without a re-read"
     );
-    assert!(!crate::ledger::seen(&env, "software.period"));
+    assert!(!crate::ledger::seen(&env, &env.func("software.period")));
 }
 
-#[tokio::test]
-async fn a_5xx_on_the_list_is_retried_and_a_persistent_one_fails_the_cycle() {
-    let env = account().await;
+async fn a_5xx_on_the_list_is_retried_and_a_persistent_one_fails_the_cycle(api: Api) {
+    let env = account(api).await;
     let due = place_due(&env, 3001, 1);
     env.sim.add_fault(fault(
-        "software",
+        &env.func("software"),
         None,
         FaultKind::Http { status: 503 },
         Some(1),
@@ -222,7 +220,7 @@ async fn a_5xx_on_the_list_is_retried_and_a_persistent_one_fails_the_cycle() {
     let once = env.run_env(&["renew"], FAST).await;
     place_due(&env, 3002, 1);
     env.sim.add_fault(fault(
-        "software",
+        &env.func("software"),
         None,
         FaultKind::Http { status: 500 },
         None,
@@ -245,8 +243,7 @@ async fn a_5xx_on_the_list_is_retried_and_a_persistent_one_fails_the_cycle() {
     assert_invariants(&env, &due).await;
 }
 
-#[tokio::test]
-async fn garbled_answers_to_the_list_fail_the_cycle_with_their_class_and_pay_nothing() {
+async fn garbled_answers_to_the_list_fail_the_cycle_with_their_class_and_pay_nothing(api: Api) {
     let cases = [
         (FaultKind::Malformed, "malformed XML"),
         (FaultKind::Truncated, "truncated document"),
@@ -266,9 +263,10 @@ async fn garbled_answers_to_the_list_fail_the_cycle_with_their_class_and_pay_not
         ),
     ];
     for (kind, says) in cases {
-        let env = account().await;
+        let env = account(api).await;
         place_due(&env, 3001, 3);
-        env.sim.add_fault(fault("software", None, kind, None));
+        env.sim
+            .add_fault(fault(&env.func("software"), None, kind, None));
 
         let out = env.run_env(&["renew"], FAST).await;
 
@@ -286,12 +284,11 @@ async fn garbled_answers_to_the_list_fail_the_cycle_with_their_class_and_pay_not
     }
 }
 
-#[tokio::test]
-async fn a_slow_drip_list_that_ends_within_the_timeout_is_read_whole() {
-    let env = account().await;
+async fn a_slow_drip_list_that_ends_within_the_timeout_is_read_whole(api: Api) {
+    let env = account(api).await;
     let due = place_due(&env, 3001, 2);
     env.sim.add_fault(fault(
-        "software",
+        &env.func("software"),
         None,
         FaultKind::SlowDrip { chunk_ms: 2 },
         Some(1),
@@ -342,12 +339,13 @@ fn run_measured(
     (code, err, usage.ru_maxrss as u64 * 1024)
 }
 
-#[tokio::test]
-async fn a_huge_list_answer_is_refused_at_the_size_cap_with_a_clear_error_and_bounded_memory() {
-    let env = account().await;
+async fn a_huge_list_answer_is_refused_at_the_size_cap_with_a_clear_error_and_bounded_memory(
+    api: Api,
+) {
+    let env = account(api).await;
     place_due(&env, 3001, 1);
     env.sim.add_fault(fault(
-        "software",
+        &env.func("software"),
         None,
         FaultKind::Huge { bytes: 512 << 20 },
         None,
@@ -376,9 +374,8 @@ async fn a_huge_list_answer_is_refused_at_the_size_cap_with_a_clear_error_and_bo
 
 // ---- logins and sessions ------------------------------------------------------------------------
 
-#[tokio::test]
-async fn bad_credentials_fail_the_cycle_after_one_login_attempt() {
-    let env = account().await;
+async fn bad_credentials_fail_the_cycle_after_one_login_attempt(api: Api) {
+    let env = account(api).await;
     place_due(&env, 3001, 1);
     std::fs::write(env.path("secret"), "not-the-password\n").expect("write");
 
@@ -398,10 +395,9 @@ async fn bad_credentials_fail_the_cycle_after_one_login_attempt() {
     assert_eq!(env.sim.paid_calls_total(), 0);
 }
 
-#[tokio::test]
-async fn the_service_with_bad_credentials_does_not_retry_in_a_loop() {
+async fn the_service_with_bad_credentials_does_not_retry_in_a_loop(api: Api) {
     for auth in ["authinfo", "session"] {
-        let env = account().await;
+        let env = account(api).await;
         place_due(&env, 3001, 1);
         env.write_config("[schedule]\ncron = \"* * * * * *\"\njitter = \"0s\"\n");
         std::fs::write(env.path("secret"), "not-the-password\n").expect("write");
@@ -437,10 +433,10 @@ async fn the_service_with_bad_credentials_does_not_retry_in_a_loop() {
     }
 }
 
-#[tokio::test]
-async fn a_session_that_expires_mid_cycle_is_renewed_for_reads_and_a_refused_paid_call_is_an_error()
-{
-    let env = account().await;
+async fn a_session_that_expires_mid_cycle_is_renewed_for_reads_and_a_refused_paid_call_is_an_error(
+    api: Api,
+) {
+    let env = account(api).await;
     let due = place_due(&env, 3001, 2);
     let session = [
         ("LICRENEW__BILLMGR__AUTH", "session"),
@@ -449,13 +445,13 @@ async fn a_session_that_expires_mid_cycle_is_renewed_for_reads_and_a_refused_pai
     ];
     // The session dies before the re-read of 3001, and again before the paid call of 3002.
     env.sim.add_fault(fault(
-        "software.edit",
+        &env.func("software.edit"),
         Some(3001),
         FaultKind::SessionExpired,
         Some(1),
     ));
     env.sim.add_fault(fault(
-        "software.period",
+        &env.func("software.period"),
         Some(3002),
         FaultKind::SessionExpired,
         Some(1),
@@ -500,8 +496,7 @@ async fn a_session_that_expires_mid_cycle_is_renewed_for_reads_and_a_refused_pai
 
 // ---- API error types --------------------------------------------------------------------------
 
-#[tokio::test]
-async fn each_api_error_type_on_the_paid_call_is_recorded_as_refused_with_its_fields() {
+async fn each_api_error_type_on_the_paid_call_is_recorded_as_refused_with_its_fields(api: Api) {
     let cases = [
         ("auth", Some("badpassword"), "Invalid username or password"),
         (
@@ -523,11 +518,11 @@ async fn each_api_error_type_on_the_paid_call_is_recorded_as_refused_with_its_fi
         ),
     ];
     for (kind, object, msg) in cases {
-        let env = account().await;
+        let env = account(api).await;
         let due = place_due(&env, 3001, 2);
         let vars = [("LICRENEW__RENEWAL__CONCURRENCY", "1")];
         env.sim.add_fault(fault(
-            "software.period",
+            &env.func("software.period"),
             Some(3001),
             FaultKind::ErrorDoc {
                 r#type: kind.into(),
@@ -564,7 +559,7 @@ async fn each_api_error_type_on_the_paid_call_is_recorded_as_refused_with_its_fi
             let seen = env.sim.requests();
             assert_eq!(
                 seen[requests_after - 1].func,
-                "software.period",
+                env.func("software.period"),
                 "nothing is sent after the refusal"
             );
         } else {
@@ -575,3 +570,30 @@ async fn each_api_error_type_on_the_paid_call_is_recorded_as_refused_with_its_fi
         assert_invariants(&env, &due).await;
     }
 }
+
+both_apis!(a_paid_call_answered_after_the_timeout_is_unknown_then_reconciled_as_bought);
+both_apis!(a_paid_call_applied_at_once_but_answered_after_the_timeout_is_reconciled_as_bought);
+both_apis!(a_5xx_on_the_paid_call_is_unknown_then_failed_and_renewed_once);
+both_apis!(a_connection_dropped_before_the_server_applied_is_renewed_once_after_settling);
+both_apis!(a_connection_dropped_after_the_server_applied_is_reconciled_not_paid_again);
+both_apis!(a_malformed_answer_to_the_paid_call_is_unknown_not_failed);
+both_apis!(a_truncated_answer_to_the_paid_call_is_unknown_not_failed);
+both_apis!(an_html_error_page_with_status_200_on_the_paid_call_is_unknown);
+both_apis!(an_empty_answer_to_the_paid_call_is_unknown);
+both_apis!(a_slow_drip_answer_to_the_paid_call_past_the_timeout_is_unknown_then_reconciled);
+both_apis!(a_huge_answer_to_the_paid_call_stops_at_the_size_cap_and_is_unknown);
+both_apis!(a_re_read_that_times_out_is_retried_once_and_the_renewal_goes_through);
+both_apis!(a_re_read_that_always_times_out_is_an_error_before_any_intent_or_payment);
+both_apis!(a_5xx_on_the_list_is_retried_and_a_persistent_one_fails_the_cycle);
+both_apis!(garbled_answers_to_the_list_fail_the_cycle_with_their_class_and_pay_nothing);
+both_apis!(a_slow_drip_list_that_ends_within_the_timeout_is_read_whole);
+both_apis!(a_huge_list_answer_is_refused_at_the_size_cap_with_a_clear_error_and_bounded_memory);
+both_apis!(bad_credentials_fail_the_cycle_after_one_login_attempt);
+both_apis!(the_service_with_bad_credentials_does_not_retry_in_a_loop);
+both_apis!(each_api_error_type_on_the_paid_call_is_recorded_as_refused_with_its_fields);
+both_apis!(
+    a_list_that_times_out_on_every_attempt_fails_the_cycle_after_read_attempts_and_pays_nothing
+);
+both_apis!(
+    a_session_that_expires_mid_cycle_is_renewed_for_reads_and_a_refused_paid_call_is_an_error
+);

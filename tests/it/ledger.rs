@@ -157,7 +157,7 @@ pub fn place_due(env: &Env, first: i64, n: i64) -> Vec<(i64, NaiveDate)> {
     let expiry = env.today() + chrono::Duration::days(3);
     (first..first + n)
         .map(|id| {
-            env.place(id, 7, 8, expiry, 2);
+            env.place(id, env.p.lite, env.p.lite_month, expiry, 2);
             (id, expiry)
         })
         .collect()

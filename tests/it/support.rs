@@ -103,6 +103,19 @@ macro_rules! both_apis {
 }
 
 impl Env {
+    /// This generation's name for a BILLmanager 4 function (tests are written with the v4
+    /// names of the ordering guide).
+    pub fn func(&self, v4: &str) -> String {
+        match (self.api, v4) {
+            (Api::Billmgr4, f) => f.to_owned(),
+            (Api::Billmgr5, "software") => "soft".into(),
+            (Api::Billmgr5, "software.edit") => "soft.edit".into(),
+            (Api::Billmgr5, "software.period") => "service.prolong".into(),
+            (Api::Billmgr5, "software.licinfo") => "soft.checkip".into(),
+            (Api::Billmgr5, f) => f.to_owned(),
+        }
+    }
+
     /// An empty BILLmanager 4 account (tests place exact licenses with [`Env::place`]).
     pub async fn new() -> Env {
         Env::with_licenses(0).await
