@@ -107,7 +107,9 @@ pub fn raise(
         .filter(|e| matches!(e.outcome, Outcome::Ok | Outcome::ReconciledOk))
         .map(|e| e.elid)
         .collect();
-    let horizon = today + chrono::Duration::seconds(alert_before.as_secs() as i64);
+    let horizon = today
+        .checked_add_days(chrono::Days::new(alert_before.as_secs().div_ceil(86_400)))
+        .unwrap_or(NaiveDate::MAX);
     for l in licenses {
         if renewed.contains(&l.elid) || l.expiry > horizon || matches!(l.status, Status::Deleted) {
             continue;
@@ -301,7 +303,9 @@ async fn run_command(
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
+        // The hook gets the alert, not our secrets.
         .env_remove("LICRENEW__BILLMGR__PASSWORD")
+        .env_remove("CREDENTIALS_DIRECTORY")
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", cmd.display()))?;

@@ -98,6 +98,9 @@ pub enum Command {
         /// Period: label or id; must belong to the license's product and not be a trial
         #[arg(long)]
         period: String,
+        /// Renew even though the billing's own autoprolong is on (it may then charge as well)
+        #[arg(long)]
+        override_autoprolong: bool,
     },
     /// Show licenses (from the local database; --live asks the API)
     Licenses {
@@ -269,6 +272,12 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
                         let fields: serde_json::Map<_, _> = check
                             .fields
                             .into_iter()
+                            .filter(|(k, _)| {
+                                !matches!(
+                                    k.as_str(),
+                                    "authinfo" | "auth" | "password" | "lickey" | "username"
+                                )
+                            })
                             .map(|(k, v)| (k, serde_json::Value::String(v)))
                             .collect();
                         println!(
@@ -322,7 +331,11 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Prolong { elid, period } => prolong(&args, *elid, period).await,
+        Command::Prolong {
+            elid,
+            period,
+            override_autoprolong,
+        } => prolong(&args, *elid, period, *override_autoprolong).await,
         Command::Licenses { live, expiring } => {
             let s = settings(&args)?;
             if !live {
@@ -421,7 +434,12 @@ async fn cycle(args: &Args, mode: crate::daemon::Mode) -> Result<ExitCode, Failu
 }
 
 /// Renews one license by hand, through the same journal and fences as the daemon.
-async fn prolong(args: &Args, elid: i64, period: &str) -> Result<ExitCode, Failure> {
+async fn prolong(
+    args: &Args,
+    elid: i64,
+    period: &str,
+    override_autoprolong: bool,
+) -> Result<ExitCode, Failure> {
     let s = settings(args)?;
     let policies =
         crate::policy::Policies::load_dir(&s.policies_dir, &s.catalog).unwrap_or_default();
@@ -443,6 +461,12 @@ async fn prolong(args: &Args, elid: i64, period: &str) -> Result<ExitCode, Failu
         return Err(Failure::Usage(format!(
             "{} is a trial period: trials cannot be renewed",
             per.label
+        )));
+    }
+    if lic.autoprolong && !override_autoprolong {
+        return Err(Failure::Usage(format!(
+            "license {elid} has the billing's own autoprolong on: renewing it here too may pay twice \
+             (turn autoprolong off, or pass --override-autoprolong)"
         )));
     }
     let per_id = per.id;
@@ -658,6 +682,12 @@ fn settings(args: &Args) -> Result<Settings, Failure> {
     let path = config::resolve_path(args.config.as_deref());
     let s = config::load(&path)?;
     crate::telemetry::init(s.log_format, &s.log_level);
+    if s.renewal.settle < s.billmgr.timeout {
+        // A renewal the client gave up on may still be applied until the server's own work
+        // ends; judging it failed sooner invites a second payment.
+        tracing::warn!(settle = ?s.renewal.settle, timeout = ?s.billmgr.timeout,
+            "renewal.settle is shorter than billmgr.timeout: an unknown outcome could be judged failed while the server may still apply it");
+    }
     Ok(s)
 }
 

@@ -14,7 +14,6 @@ use crate::renew::{Event, Executor, Fatal, Outcome};
 use crate::store::{CycleCounts, Store};
 use chrono::{NaiveDate, Utc};
 use futures_util::StreamExt;
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -133,7 +132,22 @@ pub async fn run_once(
         duration_ms: 0,
     };
     let mut listed = Vec::new();
-    match cycle_body(ctx, mode, stop, cycle, &mut report, &mut listed).await {
+    let body = cycle_body(ctx, mode, stop, cycle, &mut report, &mut listed).await;
+    // The last decision about each license (shown by `licrenew licenses`), all in one
+    // transaction: one commit for the cycle rather than one per license. The journal, not
+    // this, is what guards money; it was written before and after each paid call.
+    let decisions: Vec<(i64, &str, Option<&str>)> = report
+        .events
+        .iter()
+        .map(|e| (e.elid, e.outcome.as_str(), e.reason.as_deref()))
+        .collect();
+    let decided = ctx.store.set_decisions(&decisions, Utc::now()).await;
+    drop(decisions);
+    let body = match (body, decided) {
+        (Ok(()), Err(e)) => Err(Fatal::Store(e)),
+        (b, _) => b,
+    };
+    match body {
         Ok(()) => {}
         Err(Fatal::Auth(e)) => {
             report.outcome = "auth_failed".into();
@@ -286,7 +300,7 @@ async fn cycle_body(
         return Ok(());
     }
     let halt = AtomicBool::new(false);
-    let results: Vec<Option<Result<Event, Fatal>>> = futures_util::stream::iter(plan.renewals())
+    let mut results = futures_util::stream::iter(plan.renewals())
         .map(|a| {
             let exec = &exec;
             let halt = &halt;
@@ -301,14 +315,15 @@ async fn cycle_body(
                 Some(r)
             }
         })
-        .buffer_unordered(s.renewal.concurrency.max(1) as usize)
-        .collect()
-        .await;
+        .buffer_unordered(s.renewal.concurrency.max(1) as usize);
+    // Each outcome is logged (and the watchdog fed) as soon as it is known, not at the end of
+    // the batch: a long batch must neither starve the watchdog nor hold back the events.
     let mut fatal = None;
-    for r in results.into_iter().flatten() {
+    while let Some(r) = results.next().await {
         match r {
-            Ok(ev) => record(ctx, report, ev, cycle).await?,
-            Err(f) => fatal = fatal.or(Some(f)),
+            None => {}
+            Some(Ok(ev)) => record(ctx, report, ev, cycle).await?,
+            Some(Err(f)) => fatal = fatal.or(Some(f)),
         }
     }
     match fatal {
@@ -317,19 +332,11 @@ async fn cycle_body(
     }
 }
 
-/// Logs an event, remembers it on the license row and counts it.
+/// Logs an event and counts it; [`run_once`] remembers it on the license row at the end.
 async fn record(ctx: &Ctx, report: &mut CycleReport, ev: Event, cycle: i64) -> Result<(), Fatal> {
     crate::systemd::alive();
     ev.emit(Some(cycle));
     ctx.metrics.observe_renewal(ev.outcome.as_str());
-    ctx.store
-        .set_decision(
-            ev.elid,
-            ev.outcome.as_str(),
-            ev.reason.as_deref(),
-            Utc::now(),
-        )
-        .await?;
     let c = &mut report.counts;
     match ev.outcome {
         Outcome::Ok => c.renewed += 1,
@@ -363,25 +370,19 @@ async fn sync(ctx: &Ctx, today: NaiveDate) -> Result<Vec<License>, SyncError> {
     };
     let now = Utc::now();
     let stats = ctx.store.upsert_licenses(&listing.licenses, now).await?;
-    let seen: HashSet<i64> = listing.licenses.iter().map(|l| l.elid).collect();
-    let missing: Vec<_> = ctx
-        .store
-        .licenses_in_window(from, to)
-        .await?
-        .into_iter()
-        .filter(|l| !seen.contains(&l.elid))
-        .collect();
+    // Every listed license was just stamped `last_seen = now`; the others in the window left it.
+    let missing = ctx.store.left_window(from, to, now).await?;
     let mut gone = 0;
-    for l in missing.iter().take(GONE_CHECKS_PER_CYCLE) {
-        match ctx.client.view(l.elid).await {
+    for &elid in missing.iter().take(GONE_CHECKS_PER_CYCLE) {
+        match ctx.client.view(elid).await {
             Ok(fresh) => ctx.store.update_license(&fresh, now).await?,
             Err(e) if e.is_auth() => return Err(SyncError::Fatal(Fatal::Auth(e))),
             Err(e) if e.api().is_some_and(|a| a.kind == "missed") => {
-                ctx.store.mark_gone(l.elid, now).await?;
+                ctx.store.mark_gone(elid, now).await?;
                 gone += 1;
             }
             Err(e) => {
-                tracing::warn!(elid = l.elid, error = %e, "could not re-read a license that left the window")
+                tracing::warn!(elid, error = %e, "could not re-read a license that left the window")
             }
         }
     }

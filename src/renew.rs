@@ -199,6 +199,14 @@ impl Executor<'_> {
             }
         };
         self.store.update_license(&fresh, now).await?;
+        if fresh.expiry < row.expiry_before || fresh.product != row.product {
+            // Not what a renewal (or its absence) leaves behind: stop and let a person look.
+            self.keep_open(row, "conflict").await?;
+            return Ok(ev(Outcome::Unknown).reason(format!(
+                "conflicting evidence: expiry {} → {}, product {} → {}; not renewing until resolved",
+                row.expiry_before, fresh.expiry, row.product, fresh.product
+            )));
+        }
         if fresh.expiry > row.expiry_before {
             let s = Settlement {
                 new_expiry: Some(fresh.expiry),
@@ -275,14 +283,15 @@ impl Executor<'_> {
                     .error(&e));
             }
         };
-        self.store.update_license(&fresh, Utc::now()).await?;
         if let Some(why) = refuse(planned, &fresh) {
+            self.store.update_license(&fresh, Utc::now()).await?;
             return Ok(base(&fresh, Outcome::Skipped).reason(why));
         }
 
         crate::failpoint::hit("before-intent");
 
-        // 2. Intent, committed before the request leaves.
+        // 2. Intent, committed before the request leaves (in one transaction with the
+        //    license just re-read: one commit instead of two).
         let intent = Intent {
             elid: fresh.elid,
             licname: fresh.licname.clone(),
@@ -295,7 +304,11 @@ impl Executor<'_> {
             policy_hash: action.policy_hash.clone(),
         };
         let cap = self.cycle.map(|_| self.max_per_cycle);
-        let id = match self.store.insert_intent(&intent, cap, Utc::now()).await? {
+        let id = match self
+            .store
+            .record_view_and_intent(&fresh, &intent, cap, Utc::now())
+            .await?
+        {
             IntentResult::Written(id) => id,
             IntentResult::Duplicate => {
                 return Ok(base(&fresh, Outcome::Skipped).reason("already renewed (journal)"));
@@ -314,18 +327,41 @@ impl Executor<'_> {
         let now = Utc::now();
         match result {
             Ok(ans) => {
-                let mut new_expiry = ans.new_expiry;
-                if new_expiry.is_none()
-                    && let Ok(after) = self.client.view(fresh.elid).await
-                {
-                    self.store.update_license(&after, now).await?;
-                    new_expiry = (after.expiry > fresh.expiry).then_some(after.expiry);
+                // Verify by re-reading: the journal must say what the billing says.
+                let after = self.client.view(fresh.elid).await.ok();
+                let moved = after.as_ref().map(|a| a.expiry > fresh.expiry);
+                let new_expiry = ans.new_expiry.or_else(|| {
+                    after
+                        .as_ref()
+                        .filter(|a| a.expiry > fresh.expiry)
+                        .map(|a| a.expiry)
+                });
+                if !ans.confirmed && moved == Some(false) {
+                    // No <ok/>, only a date, and nothing changed: maybe a form, maybe not yet
+                    // applied. Unknown, settled later by re-reading; never assumed paid.
+                    let s = Settlement {
+                        error_class: Some("unconfirmed".into()),
+                        error_msg: Some("answer without <ok/> and the expiry did not move".into()),
+                        ..Settlement::default()
+                    };
+                    self.store
+                        .settle(id, JournalState::Unknown, &s, now)
+                        .await?;
+                    let mut e = base(&fresh, Outcome::Unknown);
+                    e.error_type = Some("unconfirmed".into());
+                    e.error_msg = s.error_msg;
+                    return Ok(e);
                 }
                 let s = Settlement {
                     new_expiry,
                     ..Settlement::default()
                 };
-                self.store.settle(id, JournalState::Ok, &s, now).await?;
+                // The outcome first: a failure to update the license row must not leave a
+                // confirmed renewal looking open (the license row is best effort, in the same
+                // commit).
+                self.store
+                    .settle_with_license(id, JournalState::Ok, &s, after.as_ref(), now)
+                    .await?;
                 crate::failpoint::hit("after-outcome");
                 let mut e = base(&fresh, Outcome::Ok);
                 e.new_expiry = new_expiry;
@@ -370,6 +406,9 @@ fn refuse(planned: &License, fresh: &License) -> Option<String> {
     }
     if fresh.product != planned.product {
         return Some("product changed since listing".into());
+    }
+    if fresh.period != planned.period {
+        return Some("period changed since listing".into());
     }
     if fresh.autoprolong && !planned.autoprolong {
         return Some("autoprolong turned on since listing".into());

@@ -249,29 +249,35 @@ impl Store {
 
     // --- licenses -------------------------------------------------------------------------
 
-    /// Records a listing in one transaction with one prepared statement.
+    /// Records a listing in one transaction: multi-row upserts of [`UPSERT_CHUNK`] rows (one
+    /// prepared statement, reused), inserted/updated counted from the row count before and
+    /// after rather than a lookup per row.
     pub async fn upsert_licenses(
         &self,
         licenses: &[License],
         now: DateTime<Utc>,
     ) -> Result<UpsertStats, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let mut stats = UpsertStats::default();
-        for l in licenses {
-            let existed: bool = sqlx::query("SELECT 1 FROM licenses WHERE elid = ?")
-                .bind(l.elid)
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
-            upsert_one(&mut tx, l, now).await?;
-            if existed {
-                stats.updated += 1;
-            } else {
-                stats.inserted += 1;
+        let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM licenses")
+            .fetch_one(&mut *tx)
+            .await?;
+        for chunk in licenses.chunks(UPSERT_CHUNK) {
+            let sql = upsert_sql(chunk.len());
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for l in chunk {
+                q = bind_license(q, l, now);
             }
+            q.execute(&mut *tx).await?;
         }
+        let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM licenses")
+            .fetch_one(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(stats)
+        let inserted = u32::try_from(after - before).unwrap_or(0);
+        Ok(UpsertStats {
+            inserted,
+            updated: (licenses.len() as u32).saturating_sub(inserted),
+        })
     }
 
     /// Records one license just read (after a view).
@@ -305,6 +311,47 @@ impl Store {
             .bind(to)
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    /// Ids of licenses still present whose stored expiry lies in `[from, to]` but that were
+    /// not recorded at `seen` (the time of the listing just upserted): they left the window.
+    pub async fn left_window(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        seen: DateTime<Utc>,
+    ) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT elid FROM licenses WHERE gone_since IS NULL AND expiry BETWEEN ? AND ? AND last_seen IS NOT ? ORDER BY elid",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(seen)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Remembers the last decision about many licenses, in one transaction (one commit).
+    pub async fn set_decisions(
+        &self,
+        decisions: &[(i64, &str, Option<&str>)],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if decisions.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (elid, outcome, reason) in decisions {
+            sqlx::query("UPDATE licenses SET last_outcome = ?, last_reason = ?, last_decided = ? WHERE elid = ?")
+                .bind(*outcome)
+                .bind(*reason)
+                .bind(now)
+                .bind(*elid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn licenses(&self) -> Result<Vec<StoredLicense>, StoreError> {
@@ -351,32 +398,27 @@ impl Store {
         cap: Option<u32>,
         now: DateTime<Utc>,
     ) -> Result<IntentResult, StoreError> {
-        let res = sqlx::query(
-            "INSERT INTO renewals (elid, licname, product, period, expiry_before, state, source, created_at, cycle_id, policy_file, policy_hash)
-             SELECT ?, ?, ?, ?, ?, 'sending', ?, ?, ?, ?, ?
-             WHERE ? IS NULL OR (SELECT COUNT(*) FROM renewals WHERE cycle_id IS ?) < ?",
-        )
-        .bind(i.elid)
-        .bind(&i.licname)
-        .bind(i.product)
-        .bind(i.period)
-        .bind(i.expiry_before)
-        .bind(i.source)
-        .bind(now)
-        .bind(i.cycle_id)
-        .bind(&i.policy_file)
-        .bind(&i.policy_hash)
-        .bind(cap)
-        .bind(i.cycle_id)
-        .bind(cap)
-        .execute(&self.pool)
-        .await;
-        match res {
-            Ok(r) if r.rows_affected() == 0 => Ok(IntentResult::CapReached),
-            Ok(r) => Ok(IntentResult::Written(r.last_insert_rowid())),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(IntentResult::Duplicate),
-            Err(e) => Err(e.into()),
-        }
+        let mut conn = self.pool.acquire().await?;
+        intent_on(&mut conn, i, cap, now).await
+    }
+
+    /// [`Store::insert_intent`] and [`Store::update_license`] for the license just re-read,
+    /// in one transaction: one commit (one fsync) before the paid call instead of two. The
+    /// intent row is committed, or the call is not made, exactly as with `insert_intent`.
+    pub async fn record_view_and_intent(
+        &self,
+        fresh: &License,
+        i: &Intent,
+        cap: Option<u32>,
+        now: DateTime<Utc>,
+    ) -> Result<IntentResult, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        upsert_one(&mut tx, fresh, now).await?;
+        // A refused intent (duplicate, cap) aborts only its own statement; the license row is
+        // still worth keeping.
+        let r = intent_on(&mut tx, i, cap, now).await?;
+        tx.commit().await?;
+        Ok(r)
     }
 
     /// Settles a journal row.
@@ -387,20 +429,29 @@ impl Store {
         s: &Settlement,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE renewals SET state = ?, finished_at = ?, error_class = COALESCE(?, error_class), error_type = COALESCE(?, error_type),
-             error_object = COALESCE(?, error_object), error_msg = COALESCE(?, error_msg), new_expiry = COALESCE(?, new_expiry) WHERE id = ?",
-        )
-        .bind(state.as_str())
-        .bind(now)
-        .bind(&s.error_class)
-        .bind(&s.error_type)
-        .bind(&s.error_object)
-        .bind(&s.error_msg)
-        .bind(s.new_expiry)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        let mut conn = self.pool.acquire().await?;
+        settle_on(&mut conn, id, state, s, now).await
+    }
+
+    /// [`Store::settle`], then the license as re-read after the call, in one transaction
+    /// (one commit). The settlement is what matters: a failure to write the license row is
+    /// logged and the settlement committed all the same.
+    pub async fn settle_with_license(
+        &self,
+        id: i64,
+        state: JournalState,
+        s: &Settlement,
+        after: Option<&License>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        settle_on(&mut tx, id, state, s, now).await?;
+        if let Some(l) = after
+            && let Err(e) = upsert_one(&mut tx, l, now).await
+        {
+            tracing::warn!(elid = l.elid, error = %e, "could not record the license re-read after a renewal");
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -552,35 +603,116 @@ impl Store {
     }
 }
 
+async fn intent_on(
+    conn: &mut sqlx::SqliteConnection,
+    i: &Intent,
+    cap: Option<u32>,
+    now: DateTime<Utc>,
+) -> Result<IntentResult, StoreError> {
+    let res = sqlx::query(
+        "INSERT INTO renewals (elid, licname, product, period, expiry_before, state, source, created_at, cycle_id, policy_file, policy_hash)
+         SELECT ?, ?, ?, ?, ?, 'sending', ?, ?, ?, ?, ?
+         WHERE ? IS NULL OR (SELECT COUNT(*) FROM renewals WHERE cycle_id IS ?) < ?",
+    )
+    .bind(i.elid)
+    .bind(&i.licname)
+    .bind(i.product)
+    .bind(i.period)
+    .bind(i.expiry_before)
+    .bind(i.source)
+    .bind(now)
+    .bind(i.cycle_id)
+    .bind(&i.policy_file)
+    .bind(&i.policy_hash)
+    .bind(cap)
+    .bind(i.cycle_id)
+    .bind(cap)
+    .execute(&mut *conn)
+    .await;
+    match res {
+        Ok(r) if r.rows_affected() == 0 => Ok(IntentResult::CapReached),
+        Ok(r) => Ok(IntentResult::Written(r.last_insert_rowid())),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(IntentResult::Duplicate),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn settle_on(
+    conn: &mut sqlx::SqliteConnection,
+    id: i64,
+    state: JournalState,
+    s: &Settlement,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE renewals SET state = ?, finished_at = ?, error_class = COALESCE(?, error_class), error_type = COALESCE(?, error_type),
+         error_object = COALESCE(?, error_object), error_msg = COALESCE(?, error_msg), new_expiry = COALESCE(?, new_expiry) WHERE id = ?",
+    )
+    .bind(state.as_str())
+    .bind(now)
+    .bind(&s.error_class)
+    .bind(&s.error_type)
+    .bind(&s.error_object)
+    .bind(&s.error_msg)
+    .bind(s.new_expiry)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 async fn upsert_one(
     tx: &mut sqlx::SqliteConnection,
     l: &License,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO licenses (elid, licname, ip, product, period, expiry, status, status_raw, first_seen, last_seen, gone_since, autoprolong)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)
-         ON CONFLICT(elid) DO UPDATE SET licname = excluded.licname, ip = excluded.ip, product = excluded.product,
+    bind_license(sqlx::query(sqlx::AssertSqlSafe(upsert_sql(1))), l, now)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Rows per multi-row upsert: 11 parameters each, well under SQLite's 32,766.
+const UPSERT_CHUNK: usize = 500;
+
+/// `INSERT … VALUES (…), … ON CONFLICT(elid) DO UPDATE …` for `rows` licenses.
+fn upsert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO licenses (elid, licname, ip, product, period, expiry, status, status_raw, first_seen, last_seen, gone_since, autoprolong) VALUES ",
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)");
+    }
+    sql.push_str(
+        " ON CONFLICT(elid) DO UPDATE SET licname = excluded.licname, ip = excluded.ip, product = excluded.product,
            period = excluded.period, expiry = excluded.expiry, status = excluded.status, status_raw = excluded.status_raw,
            last_seen = excluded.last_seen, gone_since = NULL, autoprolong = excluded.autoprolong",
-    )
-    .bind(l.elid)
-    .bind(&l.licname)
-    .bind(&l.ip)
-    .bind(l.product)
-    .bind(l.period)
-    .bind(l.expiry)
-    .bind(l.status.code() as i64)
-    .bind(match &l.status {
-        Status::Unknown(raw) => raw.clone(),
-        s => s.code().to_string(),
-    })
-    .bind(now)
-    .bind(now)
-    .bind(l.autoprolong)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    );
+    sql
+}
+
+fn bind_license<'q>(
+    q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    l: &'q License,
+    now: DateTime<Utc>,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    q.bind(l.elid)
+        .bind(&l.licname)
+        .bind(&l.ip)
+        .bind(l.product)
+        .bind(l.period)
+        .bind(l.expiry)
+        .bind(l.status.code() as i64)
+        .bind(match &l.status {
+            Status::Unknown(raw) => raw.clone(),
+            s => s.code().to_string(),
+        })
+        .bind(now)
+        .bind(now)
+        .bind(l.autoprolong)
 }
 
 /// Holds the per-database process lock for as long as it lives.

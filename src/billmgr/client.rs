@@ -36,6 +36,9 @@ pub struct IpCheck {
 pub struct Renewed {
     /// The new expiry when the server says it (BILLmanager 5/6 `newexpiredate`).
     pub new_expiry: Option<NaiveDate>,
+    /// The answer carried `<ok/>`. Without it, only `newexpiredate` suggested success, which
+    /// the caller must verify by re-reading the license.
+    pub confirmed: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -137,12 +140,16 @@ impl Client {
     /// Reads the list, page after page where the generation pages it, until `p_elems` rows
     /// were seen (or a page comes back empty).
     async fn list_pages(&self) -> Result<Listing, Error> {
+        /// A bound on pages, so a server that ignores `p_num` cannot keep us here.
+        const MAX_PAGES: usize = 10_000;
         let dialect = self.dialect;
         let mut listing = Listing::default();
         let mut rows_seen = 0usize;
+        let mut seen = std::collections::HashSet::new();
         let mut page = 1;
         loop {
             let call = dialect.list(page);
+            let before = listing.licenses.len();
             let doc = self
                 .call_rows(
                     &call,
@@ -163,17 +170,53 @@ impl Client {
                     ),
                 ));
             }
+            if !dialect.is_paged() {
+                break;
+            }
             rows_seen += doc.rows;
             let total = doc
                 .fields
                 .get("p_elems")
                 .and_then(|v| v.parse::<usize>().ok());
-            let more = dialect.is_paged()
-                && doc.rows > 0
-                && total.is_some_and(|t| rows_seen < t)
-                // A server that ignores p_num would repeat page 1 forever: stop past the total.
-                && page <= total.unwrap_or(0) / super::dialect::PAGE_SIZE + 1;
+            // A server that ignores p_num answers page 1 again: its first row was seen before.
+            if let Some(first) = listing.licenses.get(before)
+                && !seen.insert(first.elid)
+            {
+                return Err(Error::new(
+                    call.func,
+                    None,
+                    ErrorKind::Unexpected(format!(
+                        "page {page} repeats earlier rows: the server ignores p_num"
+                    )),
+                ));
+            }
+            seen.extend(
+                listing.licenses[before.min(listing.licenses.len())..]
+                    .iter()
+                    .skip(1)
+                    .map(|l| l.elid),
+            );
+            // Go on while the server says there are more rows; without a total, while pages
+            // come back full. Whatever page size the server really uses.
+            let more = doc.rows > 0
+                && page < MAX_PAGES
+                && match total {
+                    Some(t) => rows_seen < t,
+                    None => doc.rows >= super::dialect::PAGE_SIZE,
+                };
             if !more {
+                if let Some(t) = total
+                    && rows_seen < t
+                {
+                    // Licenses we did not see would silently never be renewed.
+                    return Err(Error::new(
+                        call.func,
+                        None,
+                        ErrorKind::Unexpected(format!(
+                            "read {rows_seen} of {t} rows the server announced"
+                        )),
+                    ));
+                }
                 break;
             }
             page += 1;
@@ -302,7 +345,10 @@ impl Client {
                 ErrorKind::Unexpected("neither <ok/> nor a new expiry".into()),
             ));
         }
-        Ok(Renewed { new_expiry })
+        Ok(Renewed {
+            new_expiry,
+            confirmed: doc.ok.is_some(),
+        })
     }
 
     /// Logs in once (`func=auth`) to prove the credentials work, in either auth mode.

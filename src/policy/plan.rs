@@ -274,9 +274,10 @@ impl Context<'_> {
         }
 
         // 6. Trials are not renewed unless the policy opts in.
+        // A row without a readable period might be a trial: treated as one.
         let on_trial = license
             .period
-            .is_some_and(|id| self.catalog.is_trial(license.product, id));
+            .is_none_or(|id| self.catalog.is_trial(license.product, id));
         if on_trial && !policy.renew_trials {
             return from_policy(Action::skip(license, "trial"));
         }

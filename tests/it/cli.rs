@@ -410,3 +410,31 @@ async fn billmgr5_orders_a_tariff_id_the_catalog_does_not_know_instead_of_refusi
     );
     assert!(stderr(&out).contains("type=value"), "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn prolong_refuses_a_license_the_billing_auto_renews_unless_told_to_override() {
+    let env = Env::for_api(Api::Billmgr5).await;
+    let mut lic = env.place(2201, env.p.lite, env.p.lite_month, env.today() + days(3), 2);
+    lic.autoprolong = Some(1);
+    env.sim.upsert_license(lic);
+
+    let refused = env.run(&["prolong", "2201", "--period", "1 month"]).await;
+    let forced = env
+        .run(&[
+            "prolong",
+            "2201",
+            "--period",
+            "1 month",
+            "--override-autoprolong",
+        ])
+        .await;
+
+    assert_eq!(code(&refused), 2, "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("autoprolong"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(code(&forced), 0, "{}", stderr(&forced));
+    assert_eq!(env.sim.paid_calls(2201), 1);
+}

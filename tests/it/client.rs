@@ -590,3 +590,71 @@ async fn billmgr5_lists_page_by_page_and_filters_the_window_locally() {
         .collect();
     assert_eq!(funcs, ["soft", "soft"], "no software.filter on 5/6");
 }
+
+#[tokio::test]
+async fn billmgr5_keeps_paging_when_the_server_uses_smaller_pages_than_asked() {
+    let s = server().await;
+    let row = |id: u32| {
+        format!(
+            "<elem><id>{id}</id><pricelist>55227</pricelist><period>1</period><expiredate>2024-06-10</expiredate><status>2</status></elem>"
+        )
+    };
+    for (page, ids) in [(1, [1, 2]), (2, [3, 4])] {
+        Mock::given(body_string_contains(format!("p_num={page}&")))
+            .respond_with(xml(&format!(
+                "<doc><p_cnt>2</p_cnt><p_elems>5</p_elems>{}{}</doc>",
+                row(ids[0]),
+                row(ids[1])
+            )))
+            .mount(&s)
+            .await;
+    }
+    Mock::given(body_string_contains("p_num=3&"))
+        .respond_with(xml(&format!(
+            "<doc><p_cnt>2</p_cnt><p_elems>5</p_elems>{}</doc>",
+            row(5)
+        )))
+        .mount(&s)
+        .await;
+
+    let listing = client_v5(&s).list(None).await.expect("list");
+
+    assert_eq!(
+        listing.licenses.iter().map(|l| l.elid).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+}
+
+#[tokio::test]
+async fn billmgr5_refuses_a_list_that_ignores_paging_instead_of_dropping_licenses() {
+    let s = server().await;
+    Mock::given(method("POST"))
+        .respond_with(xml(
+            "<doc><p_elems>5</p_elems><elem><id>1</id><pricelist>55227</pricelist><expiredate>2024-06-10</expiredate><status>2</status></elem><elem><id>2</id><pricelist>55227</pricelist><expiredate>2024-06-10</expiredate><status>2</status></elem></doc>",
+        ))
+        .mount(&s)
+        .await;
+
+    let err = client_v5(&s).list(None).await.expect_err("pages repeat");
+
+    assert!(matches!(err.kind, ErrorKind::Unexpected(_)), "{err:?}");
+    assert!(err.to_string().contains("p_num"), "{err}");
+}
+
+#[tokio::test]
+async fn a_renewal_answer_without_ok_is_marked_unconfirmed() {
+    let s = server().await;
+    Mock::given(method("POST"))
+        .respond_with(xml(
+            "<doc><doc><newexpiredate>2025-07-01</newexpiredate></doc></doc>",
+        ))
+        .mount(&s)
+        .await;
+
+    let ans = client_v5(&s).renew(1, 1).await.expect("a date came back");
+
+    assert!(
+        !ans.confirmed,
+        "only <ok/> confirms; the executor re-reads the license otherwise"
+    );
+}

@@ -453,10 +453,10 @@ async fn a_kill_9_while_the_paid_call_is_in_flight_leads_to_one_extension_not_tw
 
     wait_for(
         || {
-            env.sim
-                .requests()
-                .iter()
-                .any(|r| r.func == env.p.renew_func)
+            // 2007 is renewed concurrently: wait for 2001's own paid call.
+            env.sim.requests().iter().any(|r| {
+                r.func == env.p.renew_func && r.form.iter().any(|(k, v)| k == "elid" && v == "2001")
+            })
         },
         "the paid call in flight",
     )
@@ -584,4 +584,42 @@ async fn billmgr5_dry_run_shows_the_previewed_new_expiry_and_pays_nothing() {
             .all(|r| !r.form.iter().any(|(k, _)| k == "sok")),
         "a preview never submits"
     );
+}
+
+#[tokio::test]
+async fn conflicting_evidence_during_reconciliation_stops_renewals_of_that_license() {
+    let env = account(Api::Billmgr4).await;
+    env.write_config("[renewal]\nsettle = \"0s\"\n");
+    env.sim.add_fault(fault(
+        env.p.renew_func,
+        Some(2001),
+        FaultKind::DropBefore,
+        Some(1),
+    ));
+    env.run(&["renew"]).await;
+    // Someone moved the expiry backwards: neither "renewed" nor "unchanged".
+    let mut l = env.sim.license(2001).expect("license");
+    l.expiredate -= days(10);
+    env.sim.upsert_license(l);
+
+    let out = env.run(&["renew"]).await;
+
+    assert_eq!(
+        env.sim.paid_calls(2001),
+        0,
+        "nothing is paid while the evidence conflicts"
+    );
+    let ev = renewal_events(&stderr(&out))
+        .into_iter()
+        .find(|e| e["elid"] == 2001)
+        .expect("event");
+    assert_eq!(ev["outcome"], "unknown");
+    assert!(
+        ev["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("conflicting evidence"),
+        "{ev}"
+    );
+    assert_eq!(code(&out), 1, "an unknown outcome fails the command");
 }
