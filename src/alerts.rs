@@ -22,7 +22,8 @@ use tokio::sync::{Notify, watch};
 /// The JSON document delivered for one alert.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Alert {
-    /// `renewal_error`, `renewal_unknown`, `cycle_failed`, `expiring_unrenewed`.
+    /// `renewal_error`, `renewal_unknown`, `cycle_failed`, `expiring_unrenewed`,
+    /// `unreadable_rows`.
     pub event: String,
     pub elid: Option<i64>,
     pub licname: Option<String>,
@@ -99,6 +100,23 @@ pub fn raise(
             expiry: None,
             cycle: Some(report.cycle),
             message: format!("cycle {} ended early: {}", report.cycle, report.outcome),
+        });
+    }
+    if report.unreadable_rows > 0 {
+        out.push(Alert {
+            key: format!("unreadable_rows:{today}"),
+            event: "unreadable_rows".into(),
+            elid: None,
+            licname: None,
+            product: None,
+            outcome: Some(report.outcome.clone()),
+            error: report.error.clone(),
+            expiry: None,
+            cycle: Some(report.cycle),
+            message: format!(
+                "{} license row(s) in the list could not be read: those licenses are not renewed",
+                report.unreadable_rows
+            ),
         });
     }
     let renewed: HashSet<i64> = report
@@ -326,6 +344,75 @@ async fn run_command(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn report(outcome: &str, unreadable_rows: u32) -> CycleReport {
+        CycleReport {
+            cycle: 7,
+            kind: "renew",
+            counts: Default::default(),
+            outcome: outcome.into(),
+            error: None,
+            events: Vec::new(),
+            duration_ms: 0,
+            unreadable_rows,
+        }
+    }
+
+    #[test]
+    fn unreadable_rows_and_failed_cycles_raise_one_alert_a_day() {
+        let catalog = crate::catalog::Catalog::builtin();
+        let today = NaiveDate::from_ymd_opt(2026, 11, 27).expect("date");
+        let policies = Policies::default();
+
+        let rows = raise(
+            &report("failed", 3),
+            &[],
+            &policies,
+            &catalog,
+            today,
+            Duration::from_secs(3600),
+        );
+        let auth = raise(
+            &report("auth_failed", 0),
+            &[],
+            &policies,
+            &catalog,
+            today,
+            Duration::from_secs(3600),
+        );
+        let quiet = raise(
+            &report("ok", 0),
+            &[],
+            &policies,
+            &catalog,
+            today,
+            Duration::from_secs(3600),
+        );
+
+        assert_eq!(
+            rows.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(),
+            ["unreadable_rows:2026-11-27"]
+        );
+        assert_eq!(
+            auth.iter().map(|a| a.key.as_str()).collect::<Vec<_>>(),
+            ["cycle_failed:auth_failed:2026-11-27"]
+        );
+        assert!(quiet.is_empty());
+    }
+
+    #[test]
+    fn a_huge_alert_before_does_not_overflow() {
+        let today = NaiveDate::from_ymd_opt(2026, 11, 27).expect("date");
+        let out = raise(
+            &report("ok", 0),
+            &[],
+            &Policies::default(),
+            &crate::catalog::Catalog::builtin(),
+            today,
+            Duration::from_secs(u64::MAX / 2),
+        );
+        assert!(out.is_empty());
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped_at_an_hour() {

@@ -65,6 +65,9 @@ pub struct CycleReport {
     pub error: Option<String>,
     pub events: Vec<Event>,
     pub duration_ms: u64,
+    /// List rows that looked like licenses but could not be read: never renewed, so the
+    /// cycle fails and alerts rather than ignore them quietly.
+    pub unreadable_rows: u32,
 }
 
 impl CycleReport {
@@ -130,6 +133,7 @@ pub async fn run_once(
         error: None,
         events: Vec::new(),
         duration_ms: 0,
+        unreadable_rows: 0,
     };
     let mut listed = Vec::new();
     let body = cycle_body(ctx, mode, stop, cycle, &mut report, &mut listed).await;
@@ -175,6 +179,13 @@ pub async fn run_once(
     }
     if report.outcome == "ok" && (report.counts.failed > 0 || report.counts.unknown > 0) {
         report.outcome = "failed".into();
+    }
+    if report.outcome == "ok" && report.unreadable_rows > 0 {
+        report.outcome = "failed".into();
+        report.error = Some(format!(
+            "{} license row(s) could not be read and are not renewed (see the sync warnings)",
+            report.unreadable_rows
+        ));
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     if mode == Mode::Renew {
@@ -233,7 +244,8 @@ async fn cycle_body(
     let s = &ctx.settings;
     let today = Utc::now().date_naive();
     let listed: &[License] = match sync(ctx, today).await {
-        Ok(l) => {
+        Ok((l, unreadable)) => {
+            report.unreadable_rows = unreadable;
             *listed_out = l;
             listed_out
         }
@@ -361,9 +373,9 @@ impl From<crate::store::StoreError> for SyncError {
 }
 
 /// Lists the window, records it in one transaction, and re-reads licenses that left it.
-async fn sync(ctx: &Ctx, today: NaiveDate) -> Result<Vec<License>, SyncError> {
+async fn sync(ctx: &Ctx, today: NaiveDate) -> Result<(Vec<License>, u32), SyncError> {
     let (from, to) = window(&ctx.settings, today);
-    let listing = match ctx.client.list(Some((from, to))).await {
+    let mut listing = match ctx.client.list(Some((from, to))).await {
         Ok(l) => l,
         Err(e) if e.is_auth() => return Err(SyncError::Fatal(Fatal::Auth(e))),
         Err(e) => return Err(SyncError::Api(e)),
@@ -374,8 +386,20 @@ async fn sync(ctx: &Ctx, today: NaiveDate) -> Result<Vec<License>, SyncError> {
     let missing = ctx.store.left_window(from, to, now).await?;
     let mut gone = 0;
     for &elid in missing.iter().take(GONE_CHECKS_PER_CYCLE) {
+        crate::systemd::alive();
         match ctx.client.view(elid).await {
-            Ok(fresh) => ctx.store.update_license(&fresh, now).await?,
+            Ok(fresh) => {
+                ctx.store.update_license(&fresh, now).await?;
+                // Still inside the window although the list left it out: plan it anyway, a
+                // license the list forgot must not lapse.
+                if fresh.expiry >= from && fresh.expiry <= to {
+                    tracing::warn!(
+                        elid,
+                        "license in the window missing from the list; planned from a re-read"
+                    );
+                    listing.licenses.push(fresh);
+                }
+            }
             Err(e) if e.is_auth() => return Err(SyncError::Fatal(Fatal::Auth(e))),
             Err(e) if e.api().is_some_and(|a| a.kind == "missed") => {
                 ctx.store.mark_gone(elid, now).await?;
@@ -402,7 +426,7 @@ async fn sync(ctx: &Ctx, today: NaiveDate) -> Result<Vec<License>, SyncError> {
         ctx.metrics
             .set_licenses(&ctx.store.licenses().await?, &ctx.settings.catalog);
     }
-    Ok(listing.licenses)
+    Ok((listing.licenses, listing.bad_rows.len() as u32))
 }
 
 /// Opens what a command that renews needs: the process lock, the database, the client.

@@ -909,6 +909,100 @@ mod tests {
         assert_eq!(back.expiry, d("2030-03-01"));
     }
 
+    #[tokio::test]
+    async fn a_listing_larger_than_one_chunk_is_counted_and_the_unlisted_left_the_window() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(&dir.path().join("s.db")).await.expect("open");
+        let t0 = Utc::now();
+        let all: Vec<License> = (1..=1203).map(|i| lic(i, d("2030-01-01"))).collect();
+        let first = store.upsert_licenses(&all, t0).await.expect("upsert");
+        // Listed again later: all but 5 and 700, plus two new ones, one of them twice.
+        let t1 = t0 + chrono::TimeDelta::seconds(60);
+        let mut again: Vec<License> = all
+            .iter()
+            .filter(|l| l.elid != 5 && l.elid != 700)
+            .cloned()
+            .collect();
+        again.extend([lic(2000, d("2030-01-02")), lic(2001, d("2030-01-02"))]);
+        again.push(lic(2001, d("2030-01-03")));
+        let second = store.upsert_licenses(&again, t1).await.expect("upsert");
+        let left = store
+            .left_window(d("2029-12-01"), d("2030-02-01"), t1)
+            .await
+            .expect("left");
+
+        assert_eq!(
+            first,
+            UpsertStats {
+                inserted: 1203,
+                updated: 0
+            }
+        );
+        assert_eq!(
+            second,
+            UpsertStats {
+                inserted: 2,
+                updated: 1202
+            }
+        );
+        assert_eq!(left, vec![5, 700]);
+        let dup = store.license(2001).await.expect("read").expect("row");
+        assert_eq!(dup.expiry, d("2030-01-03"), "the last duplicate wins");
+        assert_eq!(store.licenses().await.expect("all").len(), 1205);
+    }
+
+    #[tokio::test]
+    async fn the_view_and_intent_commit_together_and_a_refused_intent_keeps_the_view() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(&dir.path().join("s.db")).await.expect("open");
+        let now = Utc::now();
+        let mut fresh = lic(1, d("2030-01-01"));
+        let first = store
+            .record_view_and_intent(&fresh, &intent(1, d("2030-01-01"), None), None, now)
+            .await
+            .expect("intent");
+        fresh.licname = "renamed".into();
+        let second = store
+            .record_view_and_intent(&fresh, &intent(1, d("2030-01-01"), None), None, now)
+            .await
+            .expect("intent");
+        let row = store.license(1).await.expect("read").expect("row");
+        let open = store.open_renewals().await.expect("open rows");
+
+        assert!(matches!(first, IntentResult::Written(_)));
+        assert_eq!(
+            second,
+            IntentResult::Duplicate,
+            "the unique index still refuses"
+        );
+        assert_eq!(row.licname, "renamed");
+        assert_eq!(open.len(), 1);
+
+        let IntentResult::Written(id) = first else {
+            unreachable!()
+        };
+        let mut after = fresh.clone();
+        after.expiry = d("2030-02-01");
+        let s = Settlement {
+            new_expiry: Some(after.expiry),
+            ..Settlement::default()
+        };
+        store
+            .settle_with_license(id, JournalState::Ok, &s, Some(&after), now)
+            .await
+            .expect("settle");
+        assert!(store.open_renewals().await.expect("open rows").is_empty());
+        let row = store.license(1).await.expect("read").expect("row");
+        assert_eq!(row.expiry, d("2030-02-01"));
+
+        store
+            .set_decisions(&[(1, "ok", None), (99, "skipped", Some("no policy"))], now)
+            .await
+            .expect("decisions");
+        let row = store.license(1).await.expect("read").expect("row");
+        assert_eq!(row.last_outcome.as_deref(), Some("ok"));
+    }
+
     #[test]
     fn a_second_process_lock_on_one_database_is_refused_clearly() {
         let dir = tempfile::tempdir().expect("tmp");
