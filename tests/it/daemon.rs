@@ -1,7 +1,8 @@
 //! The renewal daemon as the real binary against the simulator, with real SQLite files.
 
 use crate::both_apis;
-use crate::support::{Env, code, days, stderr, stdout};
+use crate::ledger::wait_for;
+use crate::support::{Env, code, days, signal, stderr, stdout};
 use licrenew::config::Api;
 use licrenew::sim::{Fault, FaultKind};
 use std::time::Duration;
@@ -473,26 +474,6 @@ async fn a_kill_9_while_the_paid_call_is_in_flight_leads_to_one_extension_not_tw
         .find(|e| e["elid"] == 2001)
         .expect("event");
     assert_eq!(rec["outcome"], "reconciled_ok");
-}
-
-async fn wait_for(cond: impl Fn() -> bool, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn signal(pid: i32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("kill");
-    assert!(ok.success());
 }
 
 both_apis!(due_licenses_are_renewed_exactly_once_with_the_policys_period_and_nothing_else_is);

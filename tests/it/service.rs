@@ -1,28 +1,9 @@
 //! `licrenew run` as a service: systemd notifications and alert delivery.
 
-use crate::support::{Env, days};
+use crate::ledger::wait_for;
+use crate::support::{Env, days, signal};
 use licrenew::sim::{Fault, FaultKind};
 use std::time::Duration;
-
-async fn wait_for(cond: impl Fn() -> bool, what: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("kill");
-    assert!(ok.success());
-}
 
 const LITE: &str =
     "product = \"ISPmanager Lite\"\nrenew = true\nperiod = \"1 month\"\nbefore = \"7d\"\n";

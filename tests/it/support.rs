@@ -304,3 +304,13 @@ pub fn code(o: &Output) -> i32 {
 pub fn days(d: i64) -> chrono::Duration {
     chrono::Duration::days(d)
 }
+
+/// Sends a signal (`HUP`, `TERM`, …) to a process with kill(1).
+pub fn signal(pid: impl std::fmt::Display, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
