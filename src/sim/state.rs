@@ -540,24 +540,8 @@ impl State {
         if lic.expiredate >= lifetime_expiry() {
             return Err(ApiError::value("period", raw_period));
         }
-        if let Some(earliest) = lic
-            .expiredate
-            .checked_sub_days(Days::new(RENEW_WINDOW_DAYS))
-            && earliest > today
-        {
-            let date = earliest.format("%Y-%m-%d").to_string();
-            return Err(ApiError::new(
-                "value",
-                Some("expiredate"),
-                Some(&date),
-                format!("The service can be renewed only after {date}"),
-            ));
-        }
-        let base = if lic.status == 2 && lic.expiredate >= today {
-            lic.expiredate
-        } else {
-            today
-        };
+        not_too_early(&lic, today)?;
+        let base = renewal_base(&lic, today);
         let new_expiry = match term {
             Term::Months(n) => base.checked_add_months(Months::new(n)),
             Term::Lifetime => Some(lifetime_expiry()),
@@ -629,6 +613,35 @@ fn validate_product(p: &Params) -> Result<(i64, i64, Term, String), ApiError> {
         .ok_or_else(|| ApiError::value("period", raw_period))?;
     let ip = parse_ipv4(p.get("ip").unwrap_or(""))?;
     Ok((price, period, term, ip))
+}
+
+/// "The service can be renewed only after DATE": more than the renewal window ahead. Shared
+/// by both generations, whose renewal rules are the same.
+fn not_too_early(lic: &SimLicense, today: NaiveDate) -> Result<(), ApiError> {
+    if let Some(earliest) = lic
+        .expiredate
+        .checked_sub_days(Days::new(RENEW_WINDOW_DAYS))
+        && earliest > today
+    {
+        let date = earliest.format("%Y-%m-%d").to_string();
+        return Err(ApiError::new(
+            "value",
+            Some("expiredate"),
+            Some(&date),
+            format!("The service can be renewed only after {date}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Active and not yet expired: extended from the current expiry; expired, suspended or just
+/// ordered: from today (the payment date).
+fn renewal_base(lic: &SimLicense, today: NaiveDate) -> NaiveDate {
+    if lic.status == 2 && lic.expiredate >= today {
+        lic.expiredate
+    } else {
+        today
+    }
 }
 
 #[cfg(test)]

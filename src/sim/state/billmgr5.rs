@@ -16,7 +16,7 @@ use super::super::SimLicense;
 use super::super::catalog::{self, TRIAL_DAYS, TRIAL_PERIOD, Tariff, Term};
 use super::super::sample::{FIRST_ID, SplitMix64};
 use super::super::xml::{ApiError, Doc, esc};
-use super::{Answer, Params, RENEW_WINDOW_DAYS, State, parse_ipv4};
+use super::{Answer, Params, State, parse_ipv4};
 
 /// Rows per `soft` page when `p_cnt` is absent (or not a positive number).
 pub(crate) const DEFAULT_PAGE: usize = 20;
@@ -441,25 +441,8 @@ fn prolong_target(
     let (Some(months), Some(term @ Term::Months(_))) = (months, term) else {
         return Err(ApiError::value("period", raw_period));
     };
-    if let Some(earliest) = lic
-        .expiredate
-        .checked_sub_days(Days::new(RENEW_WINDOW_DAYS))
-        && earliest > today
-    {
-        let date = earliest.format("%Y-%m-%d").to_string();
-        return Err(ApiError::new(
-            "value",
-            Some("expiredate"),
-            Some(&date),
-            format!("The service can be renewed only after {date}"),
-        ));
-    }
-    // Active and not yet expired: from the current expiry; expired or suspended: from today.
-    let base = if lic.status == 2 && lic.expiredate >= today {
-        lic.expiredate
-    } else {
-        today
-    };
+    super::not_too_early(lic, today)?;
+    let base = super::renewal_base(lic, today);
     let new_expiry = advance(base, term).ok_or_else(|| ApiError::value("period", raw_period))?;
     Ok((months, new_expiry))
 }
