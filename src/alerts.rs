@@ -147,7 +147,7 @@ pub fn raise(
             event: "expiring_unrenewed".into(),
             elid: Some(l.elid),
             licname: Some(l.licname.clone()),
-            product: Some(crate::renew::product_name(catalog, l.product)),
+            product: Some(catalog.product_name(l.product)),
             outcome: None,
             error: None,
             expiry: Some(l.expiry),

@@ -823,7 +823,7 @@ fn print_stored(catalog: &Catalog, rows: &[crate::store::StoredLicense], json: b
         t.push(vec![
             l.elid.to_string(),
             l.licname.clone(),
-            crate::renew::product_name(catalog, l.product),
+            catalog.product_name(l.product),
             l.expiry.to_string(),
             status,
             l.last_outcome.clone().unwrap_or_default(),

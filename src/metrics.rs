@@ -272,7 +272,7 @@ impl Metrics {
             std::collections::HashMap::new();
         let mut expiries = Vec::with_capacity(rows.len());
         for row in rows.iter().filter(|r| r.gone_since.is_none()) {
-            let product = crate::renew::product_name(catalog, row.product);
+            let product = catalog.product_name(row.product);
             let status = match Status::parse(&row.status_raw) {
                 // A raw unknown value as a label would let the server grow the series count.
                 Status::Unknown(_) => "unknown".to_owned(),

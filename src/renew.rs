@@ -130,10 +130,6 @@ impl Event {
     }
 }
 
-pub fn product_name(catalog: &Catalog, product: i64) -> String {
-    catalog.product_name(product)
-}
-
 /// A failure that must end the cycle: the server refused the login, or the journal cannot be
 /// written (no paid call may go out without its intent row).
 #[derive(Debug, thiserror::Error)]

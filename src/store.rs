@@ -571,13 +571,6 @@ impl Store {
             .await?)
     }
 
-    pub async fn alerts(&self) -> Result<Vec<AlertRow>, StoreError> {
-        let sql = format!("SELECT {ALERT_COLS} FROM alerts ORDER BY id");
-        Ok(sqlx::query_as::<_, AlertRow>(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
     pub async fn alert_delivered(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
         sqlx::query("UPDATE alerts SET delivered_at = ?, attempts = attempts + 1, last_error = NULL WHERE id = ?")
             .bind(now)
