@@ -9,7 +9,11 @@
 //! `after-outcome` (an abort, as abrupt as `kill -9`); SIGKILL at a random moment of a cycle;
 //! SIGKILL while the paid call is in flight (the simulator applies it later); SIGKILL after the
 //! simulator applied the renewal but before the answer left. Each round places two new due
-//! licenses, so every round renews something.
+//! licenses, so every round renews something. On the second license of half the rounds, one
+//! answer fault is armed as well (issue 10): a contradictory answer (`<ok/>` and `<error>`,
+//! applied), an unconfirmed `<ok/>` (nothing applied), or an unknown paid call whose first
+//! reconciling re-read answers `missed` (a license not found is only judged gone after
+//! `settle`; one judged gone is never renewed and counts as settled, not as a problem).
 //!
 //! After every round: no license renewed twice (it is due once); every renewal the simulator applied
 //! has a journal row saying it was bought, and no row claims one that did not land; each
@@ -29,6 +33,15 @@ const PASSWORD: &str = "soak-canary-Pw-5e1d";
 /// anything later than `MAX_DELAY_MS` after receiving it, so a judgement never comes too early.
 const SETTLE: &str = "1s";
 const MAX_DELAY_MS: u64 = 600;
+/// Answer faults armed on the second license of a round (or none).
+const ANSWER_FAULTS: [&str; 6] = [
+    "none",
+    "none",
+    "none",
+    "contradictory",
+    "unconfirmed-ok",
+    "missed-reread",
+];
 const POINTS: [&str; 7] = [
     "before-intent",
     "after-intent",
@@ -172,9 +185,27 @@ impl Soak {
             .any(|r| r.func == func)
     }
 
-    /// Runs one round with a kill at `point`; returns whether a kill was delivered.
-    async fn round(&mut self, point: &str, cycle: Duration) -> bool {
-        let (first, _) = self.place_round();
+    /// Runs one round with a kill at `point` and `answer` armed on its second license; returns
+    /// whether a kill was delivered.
+    async fn round(&mut self, point: &str, answer: &str, cycle: Duration) -> bool {
+        let (first, second) = self.place_round();
+        let paid_fault = |kind| Fault {
+            func: Some("software.period".into()),
+            elid: Some(second),
+            kind,
+            times: Some(1),
+        };
+        match answer {
+            "contradictory" => self.sim.add_fault(paid_fault(FaultKind::Contradictory {
+                r#type: "value".into(),
+                msg: "Payment is being processed".into(),
+            })),
+            "unconfirmed-ok" => self.sim.add_fault(paid_fault(FaultKind::OkNotApplied)),
+            "missed-reread" => self
+                .sim
+                .add_fault(paid_fault(FaultKind::Http { status: 502 })),
+            _ => {}
+        }
         let before = self.sim.requests().len();
         let failpoint = POINTS[..4].contains(&point).then_some(point);
         match point {
@@ -224,6 +255,19 @@ impl Soak {
             Err(e) => panic!("waiting for licrenew: {e}"),
         };
         self.sim.clear_faults();
+        if answer == "missed-reread" {
+            // The first re-read that reconciles the unknown call finds no license.
+            self.sim.add_fault(Fault {
+                func: Some("software.edit".into()),
+                elid: Some(second),
+                kind: FaultKind::ErrorDoc {
+                    r#type: "missed".into(),
+                    object: Some("elid".into()),
+                    msg: "The object of type 'elid' is missing".into(),
+                },
+                times: Some(1),
+            });
+        }
         self.inspect(&out);
         use std::os::unix::process::ExitStatusExt;
         let killed = out.status.signal().is_some();
@@ -301,7 +345,16 @@ impl Soak {
                 problems.push(format!("row {} still {}", r.id, r.state));
             }
         }
+        let gone = |id: i64| {
+            rows.iter()
+                .any(|r| r.elid == id && r.error_class.as_deref() == Some("gone"))
+        };
         for (id, before) in &self.placed {
+            if gone(*id) && self.sim.paid_calls(*id) == 0 {
+                // Judged gone after `settle` (a `missed` re-read that came late): correctly
+                // never renewed again.
+                continue;
+            }
             let extended = self
                 .sim
                 .license(*id)
@@ -383,12 +436,15 @@ async fn soak(args: Args) -> ExitCode {
     let cycle = t.elapsed();
 
     let mut by_point: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut by_answer: BTreeMap<&str, u32> = BTreeMap::new();
     let (mut kills, mut rounds, mut stuck, mut bad_rounds) = (0u32, 0u32, 0u32, 0u32);
     let (mut doubles, mut lost, mut integrity) = (0u32, 0u32, String::from("ok"));
     while kills < args.kills && rounds < args.kills.saturating_mul(3).max(10) {
         rounds += 1;
         let point = POINTS[s.rng.below(POINTS.len() as u64) as usize];
-        if s.round(point, cycle).await {
+        let answer = ANSWER_FAULTS[s.rng.below(ANSWER_FAULTS.len() as u64) as usize];
+        *by_answer.entry(answer).or_default() += 1;
+        if s.round(point, answer, cycle).await {
             kills += 1;
             *by_point.entry(point).or_default() += 1;
         }
@@ -415,6 +471,8 @@ async fn soak(args: Args) -> ExitCode {
     let (_, _, _, problems) = s.check().await;
     let paid: u32 = s.sim.renewals_by_expiry().iter().map(|(_, _, n)| n).sum();
     let points: Vec<String> = by_point.iter().map(|(p, n)| format!("{p} {n}")).collect();
+    let answers: Vec<String> = by_answer.iter().map(|(p, n)| format!("{p} {n}")).collect();
+    println!("soak: answer faults: {}", answers.join(", "));
     println!(
         "soak: {kills} kills in {rounds} rounds ({}), {} licenses, {paid} renewals applied, \
          {stuck} rounds not settled, {bad_rounds} rounds with a problem, password leaks: {}, \

@@ -23,7 +23,7 @@ use tokio::sync::{Notify, watch};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Alert {
     /// `renewal_error`, `renewal_unknown`, `cycle_failed`, `expiring_unrenewed`,
-    /// `unreadable_rows`.
+    /// `unreadable_rows`, `license_lapsed`, `license_gone`.
     pub event: String,
     pub elid: Option<i64>,
     pub licname: Option<String>,
@@ -76,7 +76,7 @@ pub fn raise(
                 report.cycle,
                 format!("renewal of license {} ({}) failed", ev.elid, ev.licname),
             )),
-            Outcome::Unknown if ev.reason.as_deref() != Some("settling") => out.push(from_event(
+            Outcome::Unknown if !ev.reason.as_deref().is_some_and(|r| r.starts_with("settling")) => out.push(from_event(
                 "renewal_unknown",
                 ev,
                 report.cycle,
@@ -85,8 +85,36 @@ pub fn raise(
                     ev.elid, ev.licname
                 ),
             )),
+            Outcome::ReconciledFailed if ev.reason.as_deref() == Some("license gone") => {
+                out.push(from_event(
+                    "license_gone",
+                    ev,
+                    report.cycle,
+                    format!(
+                        "license {} ({}) was not found after its renewal's outcome settled: it is gone and will not be renewed again",
+                        ev.elid, ev.licname
+                    ),
+                ))
+            }
             _ => {}
         }
+    }
+    for l in &report.lapsed {
+        out.push(Alert {
+            key: format!("license_lapsed:{}:{}", l.elid, l.expiry),
+            event: "license_lapsed".into(),
+            elid: Some(l.elid),
+            licname: Some(l.licname.clone()),
+            product: Some(l.product.clone()),
+            outcome: None,
+            error: None,
+            expiry: Some(l.expiry),
+            cycle: Some(report.cycle),
+            message: format!(
+                "license {} ({}) lapsed: it expired on {} ({}) and nothing renewed it",
+                l.elid, l.licname, l.expiry, l.status
+            ),
+        });
     }
     if matches!(report.outcome.as_str(), "auth_failed" | "api_failed") {
         out.push(Alert {
@@ -355,6 +383,7 @@ mod tests {
             events: Vec::new(),
             duration_ms: 0,
             unreadable_rows,
+            lapsed: Vec::new(),
         }
     }
 

@@ -72,6 +72,10 @@ pub enum Command {
         /// IP address the license is bound to
         #[arg(long)]
         ip: String,
+        /// Order even when a license of this product already holds the IP (the IP is
+        /// checked before paying otherwise)
+        #[arg(long)]
+        allow_duplicate: bool,
     },
     /// Ask whether a license of a product/period can be bound to an IP
     IpCheck {
@@ -236,24 +240,63 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
             period,
             licname,
             ip,
+            allow_duplicate,
         } => {
             let s = settings(&args)?;
             let (prod, per) = resolve(&s.catalog, product, period)?;
-            let client = Client::new(&s.billmgr)?;
-            let id = client.order(prod.price, per.id, licname, ip).await?;
-            tracing::info!(event = "order", product = %prod.name, period = %per.label, licname = %licname, elid = id, outcome = "ok", "license ordered");
+            let (prod, per) = (prod.into_owned(), per.clone());
+            crate::billmgr::Client::new(&s.billmgr)?;
+            let settle = s.renewal.settle;
+            let (ctx, _lock) = crate::daemon::open(s, crate::policy::Policies::default()).await?;
+            let req = crate::orders::OrderRequest {
+                product: prod.price,
+                product_name: &prod.name,
+                period: per.id,
+                licname,
+                ip,
+                allow_duplicate: *allow_duplicate,
+            };
+            let result = crate::orders::order(&ctx.client, &ctx.store, &req, settle).await;
+            ctx.store.close().await;
+            let outcome = match result {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(event = "order", product = %prod.name, period = %per.label, licname = %licname,
+                        ip = %ip, outcome = "failed", error = %e, "order not completed");
+                    return Err(Failure::Other(anyhow::anyhow!("{e}")));
+                }
+            };
             if args.json {
                 println!(
                     "{}",
-                    serde_json::json!({"outcome": "ok", "elid": id, "product": prod.name, "period": per.label})
+                    serde_json::to_string_pretty(&outcome).unwrap_or_default()
                 );
-            } else {
-                match id {
-                    Some(id) => println!("ordered {} ({}) as license {id}", prod.name, per.label),
-                    None => println!(
-                        "ordered {} ({}); the answer named no id: see `licrenew licenses --live`",
-                        prod.name, per.label
-                    ),
+            }
+            match outcome {
+                crate::orders::OrderOutcome::Ordered { elid, operation } => {
+                    tracing::info!(event = "order", product = %prod.name, period = %per.label, licname = %licname,
+                        ip = %ip, elid, operation, outcome = "ok", "license ordered");
+                    if !args.json {
+                        match elid {
+                            Some(id) => {
+                                println!("ordered {} ({}) as license {id}", prod.name, per.label)
+                            }
+                            None => println!(
+                                "ordered {} ({}); the answer named no id: see `licrenew licenses --live`",
+                                prod.name, per.label
+                            ),
+                        }
+                    }
+                }
+                crate::orders::OrderOutcome::AlreadyOrdered {
+                    elid, ordered_at, ..
+                } => {
+                    if !args.json {
+                        println!(
+                            "an earlier order ({}) already created license {elid} ({licname} on {ip}); nothing ordered now",
+                            ordered_at.format("%Y-%m-%d %H:%M:%S UTC")
+                        );
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -309,15 +352,27 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
                 return Err(Failure::Usage("edit needs --licname and/or --ip".into()));
             }
             let s = settings(&args)?;
-            let client = Client::new(&s.billmgr)?;
-            client
-                .edit(*elid, licname.as_deref(), ip.as_deref())
-                .await?;
+            crate::billmgr::Client::new(&s.billmgr)?;
+            let (ctx, _lock) = crate::daemon::open(s, crate::policy::Policies::default()).await?;
+            let result = crate::orders::edit(
+                &ctx.client,
+                &ctx.store,
+                *elid,
+                licname.as_deref(),
+                ip.as_deref(),
+            )
+            .await;
+            ctx.store.close().await;
+            let edited = result.map_err(|e| {
+                tracing::warn!(event = "edit", elid, outcome = "failed", error = %e, "license not changed");
+                Failure::Other(anyhow::anyhow!("{e}"))
+            })?;
             tracing::info!(
                 event = "edit",
                 elid,
                 licname = licname.as_deref(),
                 ip = ip.as_deref(),
+                operation = edited.operation,
                 outcome = "ok",
                 "license changed"
             );
@@ -384,7 +439,12 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
                 .history(*elid, *limit)
                 .await
                 .map_err(anyhow::Error::from)?;
-            print_history(&s.catalog, &rows, args.json);
+            let ops = store
+                .operations(*elid, *limit)
+                .await
+                .map_err(anyhow::Error::from)?;
+            store.close().await;
+            print_history(&s.catalog, &rows, &ops, *limit as usize, args.json);
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { online } => check(&args, *online).await,
@@ -445,32 +505,6 @@ async fn prolong(
         crate::policy::Policies::load_dir(&s.policies_dir, &s.catalog).unwrap_or_default();
     crate::billmgr::Client::new(&s.billmgr)?;
     let (ctx, _lock) = crate::daemon::open(s, policies).await?;
-    let lic = ctx.client.view(elid).await?;
-    let prod = ctx
-        .settings
-        .catalog
-        .product_for(lic.product)
-        .ok_or_else(|| {
-            Failure::Usage(format!(
-                "license {elid} is of product {} which the catalog does not know",
-                lic.product
-            ))
-        })?;
-    let (_, per) = resolve(&ctx.settings.catalog, &prod.price.to_string(), period)?;
-    if per.kind.is_trial() {
-        return Err(Failure::Usage(format!(
-            "{} is a trial period: trials cannot be renewed",
-            per.label
-        )));
-    }
-    if lic.autoprolong && !override_autoprolong {
-        return Err(Failure::Usage(format!(
-            "license {elid} has the billing's own autoprolong on: renewing it here too may pay twice \
-             (turn autoprolong off, or pass --override-autoprolong)"
-        )));
-    }
-    let per_id = per.id;
-    // An earlier renewal of this license with an unknown outcome is settled first.
     let cycle = ctx
         .store
         .begin_cycle("prolong", chrono::Utc::now())
@@ -486,6 +520,24 @@ async fn prolong(
         source: "manual",
     };
     let mut counts = crate::store::CycleCounts::default();
+    // An earlier renewal of this license whose outcome is open (an interrupted `prolong`, a
+    // timed-out cycle) is settled first; if it landed, this command has done its job and
+    // pays nothing (issue 10.4). Only a later, separate `prolong` extends further.
+    let end = |counts: crate::store::CycleCounts, outcome: &'static str, error: Option<String>| {
+        let store = ctx.store.clone();
+        async move {
+            store
+                .end_cycle(
+                    cycle,
+                    &counts,
+                    outcome,
+                    error.as_deref(),
+                    chrono::Utc::now(),
+                )
+                .await
+                .map_err(anyhow::Error::from)
+        }
+    };
     for row in ctx
         .store
         .open_renewals()
@@ -494,29 +546,78 @@ async fn prolong(
         .into_iter()
         .filter(|r| r.elid == elid)
     {
-        let ev = exec
-            .reconcile(&row)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let ev = match exec.reconcile(&row).await {
+            Ok(ev) => ev,
+            Err(e) => {
+                end(counts, "failed", Some(e.to_string())).await?;
+                return Err(Failure::Other(anyhow::anyhow!("{e}")));
+            }
+        };
         ev.emit(Some(cycle));
         counts.reconciled += 1;
-        if ev.outcome == crate::renew::Outcome::Unknown {
-            ctx.store
-                .end_cycle(
-                    cycle,
-                    &counts,
-                    "failed",
-                    Some("earlier renewal unsettled"),
-                    chrono::Utc::now(),
-                )
-                .await
-                .map_err(anyhow::Error::from)?;
-            return Err(Failure::Other(anyhow::anyhow!(
-                "license {elid}: an earlier renewal's outcome is still unknown ({}); not paying again until it settles",
-                ev.reason.unwrap_or_default()
-            )));
+        match ev.outcome {
+            crate::renew::Outcome::ReconciledOk => {
+                end(counts, "ok", None).await?;
+                let new = ev
+                    .new_expiry
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "?".into());
+                if args.json {
+                    println!("{}", serde_json::to_string_pretty(&ev).unwrap_or_default());
+                } else {
+                    println!(
+                        "the earlier renewal of {elid} landed: {} → {new}; nothing paid now",
+                        row.expiry_before
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            crate::renew::Outcome::ReconciledFailed => {}
+            _ => {
+                end(counts, "failed", Some("earlier renewal unsettled".into())).await?;
+                return Err(Failure::Other(anyhow::anyhow!(
+                    "license {elid}: an earlier renewal's outcome is still unknown ({}); not paying again until it settles",
+                    ev.reason.unwrap_or_default()
+                )));
+            }
         }
     }
+    let checked = async {
+        let lic = ctx.client.view(elid).await?;
+        let prod = ctx
+            .settings
+            .catalog
+            .product_for(lic.product)
+            .ok_or_else(|| {
+                Failure::Usage(format!(
+                    "license {elid} is of product {} which the catalog does not know",
+                    lic.product
+                ))
+            })?;
+        let (_, per) = resolve(&ctx.settings.catalog, &prod.price.to_string(), period)?;
+        if per.kind.is_trial() {
+            return Err(Failure::Usage(format!(
+                "{} is a trial period: trials cannot be renewed",
+                per.label
+            )));
+        }
+        if lic.autoprolong && !override_autoprolong {
+            return Err(Failure::Usage(format!(
+                "license {elid} has the billing's own autoprolong on: renewing it here too may pay twice \
+                 (turn autoprolong off, or pass --override-autoprolong)"
+            )));
+        }
+        Ok((lic, per))
+    }
+    .await;
+    let (lic, per) = match checked {
+        Ok(x) => x,
+        Err(f) => {
+            end(counts, "failed", Some(f.to_string())).await?;
+            return Err(f);
+        }
+    };
+    let per_id = per.id;
     let action = crate::policy::Action {
         license: lic,
         kind: crate::policy::ActionKind::Renew,
@@ -631,6 +732,12 @@ async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure> {
             p.renew,
             period,
             humantime::format_duration(p.before)
+        );
+    }
+    for p in policies.ignored() {
+        println!(
+            "ignored    {}: not a policy (only *.toml files are read)",
+            p.display()
         );
     }
     if s.billmgr.password.is_none() {
@@ -834,40 +941,104 @@ fn print_stored(catalog: &Catalog, rows: &[crate::store::StoredLicense], json: b
     println!("{} license(s)", rows.len());
 }
 
-fn print_history(catalog: &Catalog, rows: &[crate::store::JournalRow], json: bool) {
+/// One line of `history`: a renewal, an order or an edit.
+#[derive(serde::Serialize)]
+struct HistoryItem<'a> {
+    kind: &'static str,
+    #[serde(flatten)]
+    renewal: Option<&'a crate::store::JournalRow>,
+    #[serde(flatten)]
+    operation: Option<&'a crate::store::OperationRow>,
+}
+
+impl HistoryItem<'_> {
+    fn created_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.renewal
+            .map(|r| r.created_at)
+            .or(self.operation.map(|o| o.created_at))
+            .unwrap_or_default()
+    }
+}
+
+fn print_history(
+    catalog: &Catalog,
+    rows: &[crate::store::JournalRow],
+    ops: &[crate::store::OperationRow],
+    limit: usize,
+    json: bool,
+) {
+    let mut items: Vec<HistoryItem> = rows
+        .iter()
+        .map(|r| HistoryItem {
+            kind: "renewal",
+            renewal: Some(r),
+            operation: None,
+        })
+        .chain(ops.iter().map(|o| HistoryItem {
+            kind: if o.kind == "order" { "order" } else { "edit" },
+            renewal: None,
+            operation: Some(o),
+        }))
+        .collect();
+    items.sort_by_key(|i| std::cmp::Reverse(i.created_at()));
+    items.truncate(limit);
     if json {
-        println!("{}", serde_json::to_string_pretty(rows).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&items).unwrap_or_default()
+        );
         return;
     }
+    let error_of = |t: &Option<String>, c: &Option<String>, m: &Option<String>| match (t, c, m) {
+        (Some(t), _, m) => format!("{t}: {}", m.as_deref().unwrap_or("")),
+        (None, Some(c), m) => format!("{c}: {}", m.as_deref().unwrap_or("")),
+        (None, None, Some(m)) => m.clone(),
+        _ => String::new(),
+    };
     let mut t = vec![vec![
-        "ID".to_owned(),
+        "KIND".to_owned(),
+        "ID".into(),
         "WHEN (UTC)".into(),
         "ELID".into(),
         "LICNAME".into(),
         "PERIOD".into(),
         "EXPIRY BEFORE".into(),
         "STATE".into(),
-        "NEW EXPIRY".into(),
+        "NEW EXPIRY / IP".into(),
         "ERROR".into(),
     ]];
-    for r in rows {
-        let error = match (&r.error_type, &r.error_class, &r.error_msg) {
-            (Some(t), _, m) => format!("{t}: {}", m.as_deref().unwrap_or("")),
-            (None, Some(c), m) => format!("{c}: {}", m.as_deref().unwrap_or("")),
-            (None, None, Some(m)) => m.clone(),
-            _ => String::new(),
-        };
-        t.push(vec![
-            r.id.to_string(),
-            r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-            r.elid.to_string(),
-            r.licname.clone(),
-            catalog.period_label(r.product, r.period),
-            r.expiry_before.to_string(),
-            r.state.clone(),
-            r.new_expiry.map(|d| d.to_string()).unwrap_or_default(),
-            error,
-        ]);
+    for item in &items {
+        if let Some(r) = item.renewal {
+            t.push(vec![
+                item.kind.to_owned(),
+                r.id.to_string(),
+                r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                r.elid.to_string(),
+                r.licname.clone(),
+                catalog.period_label(r.product, r.period),
+                r.expiry_before.to_string(),
+                r.state.clone(),
+                r.new_expiry.map(|d| d.to_string()).unwrap_or_default(),
+                error_of(&r.error_type, &r.error_class, &r.error_msg),
+            ]);
+        } else if let Some(o) = item.operation {
+            let period = match (o.product, o.period) {
+                (Some(p), Some(per)) => catalog.period_label(p, per),
+                _ => String::new(),
+            };
+            t.push(vec![
+                item.kind.to_owned(),
+                o.id.to_string(),
+                o.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                o.elid.map(|e| e.to_string()).unwrap_or_default(),
+                o.licname.clone().unwrap_or_default(),
+                period,
+                String::new(),
+                o.state.clone(),
+                o.ip.clone().unwrap_or_default(),
+                error_of(&o.error_type, &o.error_class, &o.error_msg),
+            ]);
+        }
     }
     print_table(&t);
 }

@@ -68,6 +68,18 @@ pub struct CycleReport {
     /// List rows that looked like licenses but could not be read: never renewed, so the
     /// cycle fails and alerts rather than ignore them quietly.
     pub unreadable_rows: u32,
+    /// Licenses this cycle found lapsed (past the lookback, not renewed).
+    pub lapsed: Vec<LapsedLicense>,
+}
+
+/// A license found lapsed: it fell out of the listed window and still expires before it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LapsedLicense {
+    pub elid: i64,
+    pub licname: String,
+    pub product: String,
+    pub expiry: NaiveDate,
+    pub status: String,
 }
 
 impl CycleReport {
@@ -134,6 +146,7 @@ pub async fn run_once(
         events: Vec::new(),
         duration_ms: 0,
         unreadable_rows: 0,
+        lapsed: Vec::new(),
     };
     let mut listed = Vec::new();
     let body = cycle_body(ctx, mode, stop, cycle, &mut report, &mut listed).await;
@@ -244,9 +257,20 @@ async fn cycle_body(
     let s = &ctx.settings;
     let today = Utc::now().date_naive();
     let listed: &[License] = match sync(ctx, today).await {
-        Ok((l, unreadable)) => {
-            report.unreadable_rows = unreadable;
-            *listed_out = l;
+        Ok(synced) => {
+            report.unreadable_rows = synced.unreadable;
+            report.lapsed = synced
+                .lapsed
+                .iter()
+                .map(|l| LapsedLicense {
+                    elid: l.elid,
+                    licname: l.licname.clone(),
+                    product: s.catalog.product_name(l.product),
+                    expiry: l.expiry,
+                    status: l.status.label().to_owned(),
+                })
+                .collect();
+            *listed_out = synced.licenses;
             listed_out
         }
         Err(SyncError::Fatal(f)) => return Err(f),
@@ -373,7 +397,7 @@ impl From<crate::store::StoreError> for SyncError {
 }
 
 /// Lists the window, records it in one transaction, and re-reads licenses that left it.
-async fn sync(ctx: &Ctx, today: NaiveDate) -> Result<(Vec<License>, u32), SyncError> {
+async fn sync(ctx: &Ctx, today: NaiveDate) -> Result<Synced, SyncError> {
     let (from, to) = window(&ctx.settings, today);
     let mut listing = match ctx.client.list(Some((from, to))).await {
         Ok(l) => l,
@@ -383,25 +407,40 @@ async fn sync(ctx: &Ctx, today: NaiveDate) -> Result<(Vec<License>, u32), SyncEr
     let now = Utc::now();
     let stats = ctx.store.upsert_licenses(&listing.licenses, now).await?;
     // Every listed license was just stamped `last_seen = now`; the others in the window left it.
-    let missing = ctx.store.left_window(from, to, now).await?;
+    let missing = ctx.store.left_window(to, now).await?;
     let mut gone = 0;
+    let mut lapsed = Vec::new();
     for &elid in missing.iter().take(GONE_CHECKS_PER_CYCLE) {
         crate::systemd::alive();
         match ctx.client.view(elid).await {
             Ok(fresh) => {
                 ctx.store.update_license(&fresh, now).await?;
-                // Still inside the window although the list left it out: plan it anyway, a
-                // license the list forgot must not lapse.
-                if fresh.expiry >= from && fresh.expiry <= to {
+                if fresh.status == crate::domain::Status::Deleted {
+                    ctx.store.mark_gone(elid, now).await?;
+                    gone += 1;
+                    tracing::info!(event = "left_window", elid, licname = %fresh.licname, class = "deleted", "license deleted");
+                } else if fresh.expiry > to {
+                    tracing::info!(event = "left_window", elid, licname = %fresh.licname, class = "renewed elsewhere",
+                        expiry = %fresh.expiry, "license renewed outside licrenew");
+                } else if fresh.expiry >= from {
+                    // Still inside the window although the list left it out: plan it anyway, a
+                    // license the list forgot must not lapse.
                     tracing::warn!(
                         elid,
                         "license in the window missing from the list; planned from a re-read"
                     );
                     listing.licenses.push(fresh);
+                } else {
+                    // Past the lookback and not renewed: lapsed. Said once, then kept visible.
+                    if ctx.store.mark_lapsed(elid, now).await? {
+                        tracing::warn!(event = "left_window", elid, licname = %fresh.licname, class = "lapsed",
+                            expiry = %fresh.expiry, status = %fresh.status, "license lapsed: past due beyond the lookback and not renewed");
+                        lapsed.push(fresh);
+                    }
                 }
             }
             Err(e) if e.is_auth() => return Err(SyncError::Fatal(Fatal::Auth(e))),
-            Err(e) if e.api().is_some_and(|a| a.kind == "missed") => {
+            Err(e) if e.is_missed() => {
                 ctx.store.mark_gone(elid, now).await?;
                 gone += 1;
             }
@@ -420,13 +459,27 @@ async fn sync(ctx: &Ctx, today: NaiveDate) -> Result<(Vec<License>, u32), SyncEr
         bad_rows = listing.bad_rows.len(),
         left_window = missing.len(),
         gone,
+        lapsed = lapsed.len(),
+        pending = listing.pending.len(),
         "licenses synced"
     );
     if ctx.settings.metrics_listen.is_some() {
         ctx.metrics
             .set_licenses(&ctx.store.licenses().await?, &ctx.settings.catalog);
     }
-    Ok((listing.licenses, listing.bad_rows.len() as u32))
+    Ok(Synced {
+        licenses: listing.licenses,
+        unreadable: listing.bad_rows.len() as u32,
+        lapsed,
+    })
+}
+
+/// What a sync hands to the rest of the cycle.
+struct Synced {
+    licenses: Vec<License>,
+    unreadable: u32,
+    /// Licenses found lapsed in this sync (each once).
+    lapsed: Vec<License>,
 }
 
 /// Opens what a command that renews needs: the process lock, the database, the client.

@@ -87,6 +87,25 @@ pub struct License {
     pub autoprolong: bool,
 }
 
+/// A license that is ordered but not active yet (status 1): the list shows it without an
+/// expiry, so there is nothing to plan on; it is shown, never renewed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingLicense {
+    pub elid: Elid,
+    pub licname: String,
+    pub ip: String,
+    pub status: Status,
+}
+
+/// What one row of a list (or one view) is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Row {
+    License(License),
+    Pending(PendingLicense),
+    /// A license row that could not be read: never renewed, and never ignored quietly.
+    Bad(RowError),
+}
+
 /// Why a row of a list could not be read as a license.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("row {elid}: {reason}")]

@@ -6,8 +6,10 @@
 //! - [`billmgr`]: the HTTP client, the XML parser and the dialect seam between API generations.
 //! - [`policy`]: policy files and the pure planner `evaluate(licenses, policies, journal, today)`.
 //! - [`store`]: the SQLite state (licenses, renewal journal, cycles) and the process lock.
+//! - [`orders`]: manual orders and edits, journaled so a retry never buys twice.
 //! - [`renew`]: the money-safe executor (re-read, intent, paid call, outcome) and reconciliation.
 //! - [`daemon`]: one cycle (`run_once`) and the scheduled service (`run`).
+//! - [`files`]: reading admin-supplied files (regular files only, size-capped).
 //! - [`failpoint`]: crash points for tests, armed by `LICRENEW_FAILPOINT`.
 //! - [`sim`]: a stateful BILLmanager simulator on loopback, for tests, benches and `demo`.
 //! - [`telemetry`]: one tracing subscriber, JSON or pretty, on stderr.
@@ -22,7 +24,9 @@ pub mod daemon;
 pub mod demo;
 pub mod domain;
 pub mod failpoint;
+pub mod files;
 pub mod metrics;
+pub mod orders;
 pub mod policy;
 pub mod renew;
 pub mod sim;

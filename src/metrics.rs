@@ -524,6 +524,7 @@ mod tests {
             last_reason: None,
             last_decided: None,
             autoprolong: false,
+            lapsed_since: None,
         }
     }
 

@@ -10,7 +10,7 @@
 use crate::billmgr::{Certainty, Client, Error as ApiFailure};
 use crate::catalog::Catalog;
 use crate::domain::{License, Status};
-use crate::policy::{Action, JournalState};
+use crate::policy::{Action, GONE_CLASS, JournalState};
 use crate::store::{Intent, IntentResult, JournalRow, Settlement, Store, StoreError};
 use chrono::{NaiveDate, Utc};
 use std::time::Duration;
@@ -83,9 +83,12 @@ impl Event {
     }
 
     fn error(mut self, e: &ApiFailure) -> Event {
-        match e.api() {
+        match e.api_detail() {
             Some(api) => {
-                self.error_type = Some(api.kind.clone());
+                self.error_type = Some(match e.kind {
+                    crate::billmgr::ErrorKind::Contradictory(_) => e.class().to_owned(),
+                    _ => api.kind.clone(),
+                });
                 self.error_object = api.object.clone();
                 self.error_msg = api.msg.clone();
             }
@@ -154,8 +157,28 @@ pub struct Executor<'a> {
     pub source: &'static str,
 }
 
+/// The reason of a renewal the server answered but a re-read did not confirm.
+pub const NOT_CONFIRMED: &str = "not confirmed";
+/// The pause before the one retry of a paid call refused as busy or for an expired session.
+const RETRY_PAUSE: Duration = Duration::from_secs(2);
+
+/// One pass of the executor: done, or refused in a way that allows one more try.
+enum Attempt {
+    Done(Event),
+    /// A definite refusal (nothing applied) that may succeed if sent again through the same
+    /// fences: the server was busy, or the session expired during the call. Carries the
+    /// journal row of the refused call.
+    Retry(Event, &'static str, i64),
+}
+
 impl Executor<'_> {
     /// Settles a journal row whose outcome is not known by re-reading the license.
+    ///
+    /// Only two things settle it (issue 10.1): a re-read showing the expiry moved
+    /// (`reconciled_ok`), or, once `settle` has passed since the call, a re-read showing the
+    /// license unchanged and not processing (`reconciled_failed`). Anything else before
+    /// `settle` — `missed`, another error, a transport failure — leaves it open. A license
+    /// still missing after `settle` is closed as `license gone` and never renewed again.
     pub async fn reconcile(&self, row: &JournalRow) -> Result<Event, Fatal> {
         let now = Utc::now();
         let stored = License {
@@ -173,25 +196,40 @@ impl Executor<'_> {
             e.policy_file = row.policy_file.clone();
             e
         };
+        let age = (now - row.created_at).to_std().unwrap_or_default();
+        let settled = age >= self.settle;
         let fresh = match self.client.view(row.elid).await {
             Ok(l) => l,
             Err(e) if e.is_auth() => return Err(Fatal::Auth(e)),
-            Err(e) if e.api().is_some_and(|a| a.kind == "missed") => {
-                // The license no longer exists: the renewal cannot have landed on it.
+            Err(e) if e.is_missed() && settled => {
+                // Missing for longer than a renewal can take to land: it is gone, and the
+                // renewal did not land on it. Never renewed again.
                 let s = Settlement {
-                    error_msg: Some("license no longer exists".into()),
+                    error_class: Some(GONE_CLASS.into()),
+                    error_msg: Some(format!(
+                        "license gone: not found {}s after the call",
+                        age.as_secs()
+                    )),
                     ..Settlement::default()
                 };
                 self.store
                     .settle(row.id, JournalState::ReconciledFailed, &s, now)
                     .await?;
-                return Ok(ev(Outcome::ReconciledFailed).reason("license no longer exists"));
+                self.store.mark_gone(row.elid, now).await?;
+                return Ok(ev(Outcome::ReconciledFailed)
+                    .reason("license gone")
+                    .error(&e));
             }
             Err(e) => {
+                // Not proof of anything before `settle`: a license being processed may not be
+                // found for a while, and a failed read says nothing about the renewal.
                 self.keep_open(row, "interrupted").await?;
-                return Ok(ev(Outcome::Unknown)
-                    .reason(format!("could not re-read: {}", e.kind))
-                    .error(&e));
+                let why = if e.is_missed() {
+                    "settling (license not found yet)".to_owned()
+                } else {
+                    format!("settling (could not re-read: {})", e.kind)
+                };
+                return Ok(ev(Outcome::Unknown).reason(why).error(&e));
             }
         };
         self.store.update_license(&fresh, now).await?;
@@ -219,8 +257,7 @@ impl Executor<'_> {
             self.keep_open(row, "interrupted").await?;
             return Ok(ev(Outcome::Unknown).reason("settling (license processing)"));
         }
-        let age = (now - row.created_at).to_std().unwrap_or_default();
-        if age < self.settle {
+        if !settled {
             self.keep_open(row, "interrupted").await?;
             return Ok(ev(Outcome::Unknown).reason("settling"));
         }
@@ -251,12 +288,57 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// Renews one license the planner proposed, or refuses to.
+    /// Renews one license the planner proposed, or refuses to. A paid call refused because the
+    /// server was busy, or because the session expired during it, is sent once more through
+    /// the same fences (a fresh re-read and a new intent row), never more than once.
     pub async fn renew(&self, action: &Action) -> Result<Event, Fatal> {
+        match self.renew_once(action).await? {
+            Attempt::Done(ev) => Ok(ev),
+            Attempt::Retry(first, why, row) => {
+                first.emit(self.cycle);
+                tracing::info!(
+                    event = "renewal_retry",
+                    elid = first.elid,
+                    reason = why,
+                    pause_ms = RETRY_PAUSE.as_millis() as u64,
+                    "paid call refused ({why}); re-reading and sending it once more"
+                );
+                tokio::time::sleep(RETRY_PAUSE).await;
+                // A refusal is definite, but should the billing have applied it all the same,
+                // the journal must say so rather than pay again (the re-read would refuse the
+                // retry anyway, the expiry having moved).
+                if let Ok(now) = self.client.view(first.elid).await
+                    && now.expiry > first.expiry
+                {
+                    let s = Settlement {
+                        new_expiry: Some(now.expiry),
+                        error_msg: Some(format!("refused ({why}), yet the expiry moved")),
+                        ..Settlement::default()
+                    };
+                    self.store
+                        .settle(row, JournalState::ReconciledOk, &s, Utc::now())
+                        .await?;
+                    let mut e = first.reason("expiry moved");
+                    e.outcome = Outcome::ReconciledOk;
+                    e.new_expiry = Some(now.expiry);
+                    e.error_type = None;
+                    e.error_object = None;
+                    e.error_msg = None;
+                    return Ok(e);
+                }
+                match self.renew_once(action).await? {
+                    Attempt::Done(ev) | Attempt::Retry(ev, _, _) => Ok(ev),
+                }
+            }
+        }
+    }
+
+    async fn renew_once(&self, action: &Action) -> Result<Attempt, Fatal> {
         let planned = &action.license;
+        let done = |e: Event| Ok(Attempt::Done(e));
         let Some(period) = action.period else {
-            return Ok(
-                Event::new(self.catalog, planned, None, Outcome::Skipped).reason("no period")
+            return done(
+                Event::new(self.catalog, planned, None, Outcome::Skipped).reason("no period"),
             );
         };
         let base = |l: &License, outcome| {
@@ -266,7 +348,7 @@ impl Executor<'_> {
         };
         // Defence in depth: the period must be one of the product's, and not a trial.
         if !crate::policy::is_renewal_period(self.catalog, planned.product, period) {
-            return Ok(base(planned, Outcome::Skipped).reason("period not valid for product"));
+            return done(base(planned, Outcome::Skipped).reason("period not valid for product"));
         }
 
         // 1. Re-read just before paying.
@@ -274,14 +356,16 @@ impl Executor<'_> {
             Ok(l) => l,
             Err(e) if e.is_auth() => return Err(Fatal::Auth(e)),
             Err(e) => {
-                return Ok(base(planned, Outcome::Error)
-                    .reason("re-read before renewal failed")
-                    .error(&e));
+                return done(
+                    base(planned, Outcome::Error)
+                        .reason("re-read before renewal failed")
+                        .error(&e),
+                );
             }
         };
         if let Some(why) = refuse(planned, &fresh) {
             self.store.update_license(&fresh, Utc::now()).await?;
-            return Ok(base(&fresh, Outcome::Skipped).reason(why));
+            return done(base(&fresh, Outcome::Skipped).reason(why));
         }
 
         crate::failpoint::hit("before-intent");
@@ -307,10 +391,10 @@ impl Executor<'_> {
         {
             IntentResult::Written(id) => id,
             IntentResult::Duplicate => {
-                return Ok(base(&fresh, Outcome::Skipped).reason("already renewed (journal)"));
+                return done(base(&fresh, Outcome::Skipped).reason("already renewed (journal)"));
             }
             IntentResult::CapReached => {
-                return Ok(base(&fresh, Outcome::Skipped).reason("cycle cap"));
+                return done(base(&fresh, Outcome::Skipped).reason("cycle cap"));
             }
         };
         crate::failpoint::hit("after-intent");
@@ -323,45 +407,67 @@ impl Executor<'_> {
         let now = Utc::now();
         match result {
             Ok(ans) => {
-                // Verify by re-reading: the journal must say what the billing says.
-                let after = self.client.view(fresh.elid).await.ok();
-                let moved = after.as_ref().map(|a| a.expiry > fresh.expiry);
-                let new_expiry = ans.new_expiry.or_else(|| {
-                    after
-                        .as_ref()
-                        .filter(|a| a.expiry > fresh.expiry)
-                        .map(|a| a.expiry)
-                });
-                if !ans.confirmed && moved == Some(false) {
-                    // No <ok/>, only a date, and nothing changed: maybe a form, maybe not yet
-                    // applied. Unknown, settled later by re-reading; never assumed paid.
+                // The server said yes. It is `ok` only once a license read afterwards shows
+                // the expiry moved (issue 10.3): the journal must say what the billing says.
+                let after = self.client.view(fresh.elid).await;
+                let detail = match &after {
+                    Ok(a) if a.expiry > fresh.expiry => None,
+                    Ok(a) => Some(format!(
+                        "the server answered {} but the license still expires on {}",
+                        if ans.confirmed {
+                            "<ok/>".to_owned()
+                        } else {
+                            format!(
+                                "a new expiry ({}) without <ok/>",
+                                ans.new_expiry.map(|d| d.to_string()).unwrap_or_default()
+                            )
+                        },
+                        a.expiry
+                    )),
+                    Err(e) => Some(format!(
+                        "the server answered yes, but the license could not be read afterwards: {}",
+                        e.kind
+                    )),
+                };
+                let Some(detail) = detail else {
+                    let after = after.ok();
+                    let new_expiry = after.as_ref().map(|a| a.expiry);
                     let s = Settlement {
-                        error_class: Some("unconfirmed".into()),
-                        error_msg: Some("answer without <ok/> and the expiry did not move".into()),
+                        new_expiry,
                         ..Settlement::default()
                     };
+                    // The outcome first: a failure to update the license row must not leave a
+                    // confirmed renewal looking open (the license row is best effort, in the
+                    // same commit).
                     self.store
-                        .settle(id, JournalState::Unknown, &s, now)
+                        .settle_with_license(id, JournalState::Ok, &s, after.as_ref(), now)
                         .await?;
-                    let mut e = base(&fresh, Outcome::Unknown);
-                    e.error_type = Some("unconfirmed".into());
-                    e.error_msg = s.error_msg;
-                    return Ok(e);
-                }
+                    crate::failpoint::hit("after-outcome");
+                    let mut e = base(&fresh, Outcome::Ok);
+                    e.new_expiry = new_expiry;
+                    return done(e);
+                };
+                // Unknown, settled later by re-reading like any unknown row; never assumed
+                // paid (a lapse) and never assumed refused (a second payment).
                 let s = Settlement {
-                    new_expiry,
+                    error_class: Some("not_confirmed".into()),
+                    error_msg: Some(format!("{NOT_CONFIRMED}: {detail}")),
                     ..Settlement::default()
                 };
-                // The outcome first: a failure to update the license row must not leave a
-                // confirmed renewal looking open (the license row is best effort, in the same
-                // commit).
                 self.store
-                    .settle_with_license(id, JournalState::Ok, &s, after.as_ref(), now)
+                    .settle_with_license(id, JournalState::Unknown, &s, after.as_ref().ok(), now)
                     .await?;
                 crate::failpoint::hit("after-outcome");
-                let mut e = base(&fresh, Outcome::Ok);
-                e.new_expiry = new_expiry;
-                Ok(e)
+                let mut e = base(&fresh, Outcome::Unknown).reason(NOT_CONFIRMED);
+                e.error_type = Some("not_confirmed".into());
+                e.error_msg = Some(detail);
+                if let Err(err) = after
+                    && err.is_auth()
+                {
+                    e.emit(self.cycle);
+                    return Err(Fatal::Auth(err));
+                }
+                done(e)
             }
             Err(err) => {
                 let (state, outcome) = match err.certainty() {
@@ -370,7 +476,7 @@ impl Executor<'_> {
                     }
                     Certainty::Unknown => (JournalState::Unknown, Outcome::Unknown),
                 };
-                let api = err.api();
+                let api = err.api_detail();
                 let s = Settlement {
                     error_class: Some(err.class().to_owned()),
                     error_type: api.map(|a| a.kind.clone()),
@@ -388,7 +494,17 @@ impl Executor<'_> {
                     e.emit(self.cycle);
                     return Err(Fatal::Auth(err));
                 }
-                Ok(e)
+                if err.is_busy() {
+                    return Ok(Attempt::Retry(e.reason("server busy"), "server busy", id));
+                }
+                if err.is_access() && self.client.uses_sessions() {
+                    return Ok(Attempt::Retry(
+                        e.reason("session expired during the call"),
+                        "session expired",
+                        id,
+                    ));
+                }
+                done(e)
             }
         }
     }

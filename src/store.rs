@@ -55,6 +55,8 @@ pub struct StoredLicense {
     pub last_reason: Option<String>,
     pub last_decided: Option<DateTime<Utc>>,
     pub autoprolong: bool,
+    /// Fell out of the listed window unrenewed and, re-read, still expired: lapsed.
+    pub lapsed_since: Option<DateTime<Utc>>,
 }
 
 impl StoredLicense {
@@ -157,7 +159,7 @@ pub struct Store {
     pool: SqlitePool,
 }
 
-const LICENSE_COLS: &str = "elid, licname, ip, product, period, expiry, status, status_raw, first_seen, last_seen, gone_since, last_outcome, last_reason, last_decided, autoprolong";
+const LICENSE_COLS: &str = "elid, licname, ip, product, period, expiry, status, status_raw, first_seen, last_seen, gone_since, last_outcome, last_reason, last_decided, autoprolong, lapsed_since";
 const JOURNAL_COLS: &str = "id, elid, licname, product, period, expiry_before, state, source, created_at, finished_at, error_class, error_type, error_object, error_msg, new_expiry, cycle_id, policy_file, policy_hash";
 
 impl Store {
@@ -313,22 +315,35 @@ impl Store {
             .await?)
     }
 
-    /// Ids of licenses still present whose stored expiry lies in `[from, to]` but that were
-    /// not recorded at `seen` (the time of the listing just upserted): they left the window.
+    /// Ids of licenses still present (not gone, not known to have lapsed) whose stored expiry
+    /// is at most `to` but that were not recorded at `seen` (the time of the listing just
+    /// upserted): they left the window, either ahead (renewed elsewhere), or behind it (past
+    /// the lookback: lapsed), or they were deleted. Those most urgent (earliest) first.
     pub async fn left_window(
         &self,
-        from: NaiveDate,
         to: NaiveDate,
         seen: DateTime<Utc>,
     ) -> Result<Vec<i64>, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT elid FROM licenses WHERE gone_since IS NULL AND expiry BETWEEN ? AND ? AND last_seen IS NOT ? ORDER BY elid",
+            "SELECT elid FROM licenses WHERE gone_since IS NULL AND lapsed_since IS NULL AND expiry <= ?
+             AND last_seen IS NOT ? ORDER BY expiry, elid",
         )
-        .bind(from)
         .bind(to)
         .bind(seen)
         .fetch_all(&self.pool)
         .await?)
+    }
+
+    /// Marks a license lapsed (once). Returns whether it was newly marked.
+    pub async fn mark_lapsed(&self, elid: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE licenses SET lapsed_since = ? WHERE elid = ? AND lapsed_since IS NULL",
+        )
+        .bind(now)
+        .bind(elid)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     /// Remembers the last decision about many licenses, in one transaction (one commit).
@@ -468,7 +483,9 @@ impl Store {
     /// What the planner needs of the journal: open and successful rows.
     pub async fn journal_for_planning(&self) -> Result<Vec<JournalEntry>, StoreError> {
         let rows = sqlx::query(
-            "SELECT elid, expiry_before, state FROM renewals WHERE state IN ('sending', 'unknown', 'ok', 'reconciled_ok')",
+            "SELECT elid, expiry_before, state, error_class FROM renewals
+             WHERE state IN ('sending', 'unknown', 'ok', 'reconciled_ok')
+                OR (state = 'reconciled_failed' AND error_class = 'gone')",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -476,7 +493,10 @@ impl Store {
         for r in rows {
             let state: String = r.try_get("state")?;
             if let Some(state) = JournalState::parse(&state) {
+                let class: Option<String> = r.try_get("error_class")?;
                 out.push(JournalEntry {
+                    gone: state == JournalState::ReconciledFailed
+                        && class.as_deref() == Some(crate::policy::GONE_CLASS),
                     elid: r.try_get("elid")?,
                     expiry_before: r.try_get("expiry_before")?,
                     state,
@@ -510,6 +530,140 @@ impl Store {
             .await?
             .try_get(0)?;
         Ok(n as u32)
+    }
+}
+
+/// One journaled order or edit (issue 10.5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct OperationRow {
+    pub id: i64,
+    /// `order` or `edit`.
+    pub kind: String,
+    pub elid: Option<i64>,
+    pub product: Option<i64>,
+    pub period: Option<i64>,
+    pub licname: Option<String>,
+    pub ip: Option<String>,
+    pub state: String,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error_class: Option<String>,
+    pub error_type: Option<String>,
+    pub error_object: Option<String>,
+    pub error_msg: Option<String>,
+}
+
+impl OperationRow {
+    pub fn state(&self) -> Option<JournalState> {
+        JournalState::parse(&self.state)
+    }
+}
+
+/// An order or edit about to be sent.
+#[derive(Clone, Debug)]
+pub struct OperationIntent<'a> {
+    pub kind: &'static str,
+    pub elid: Option<i64>,
+    pub product: Option<i64>,
+    pub period: Option<i64>,
+    pub licname: Option<&'a str>,
+    pub ip: Option<&'a str>,
+}
+
+const OPERATION_COLS: &str = "id, kind, elid, product, period, licname, ip, state, created_at, finished_at, error_class, error_type, error_object, error_msg";
+
+impl Store {
+    /// Writes an order/edit intent and commits it before the request leaves. `None` when an
+    /// order of the same product, name and IP is still open (the unique index refuses it).
+    pub async fn insert_operation(
+        &self,
+        op: &OperationIntent<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<i64>, StoreError> {
+        let res = sqlx::query(
+            "INSERT INTO operations (kind, elid, product, period, licname, ip, state, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, 'sending', ?)",
+        )
+        .bind(op.kind)
+        .bind(op.elid)
+        .bind(op.product)
+        .bind(op.period)
+        .bind(op.licname)
+        .bind(op.ip)
+        .bind(now)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(r) => Ok(Some(r.last_insert_rowid())),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Settles an order/edit; `elid` records the license an order created, once known.
+    pub async fn settle_operation(
+        &self,
+        id: i64,
+        state: JournalState,
+        elid: Option<i64>,
+        s: &Settlement,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE operations SET state = ?, finished_at = ?, elid = COALESCE(?, elid),
+             error_class = COALESCE(?, error_class), error_type = COALESCE(?, error_type),
+             error_object = COALESCE(?, error_object), error_msg = COALESCE(?, error_msg) WHERE id = ?",
+        )
+        .bind(state.as_str())
+        .bind(now)
+        .bind(elid)
+        .bind(&s.error_class)
+        .bind(&s.error_type)
+        .bind(&s.error_object)
+        .bind(&s.error_msg)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Orders of this product, name and IP that are open, or were made since `since` and may
+    /// have bought a license: what a retry must look for before ordering again.
+    pub async fn earlier_orders(
+        &self,
+        product: i64,
+        licname: &str,
+        ip: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<OperationRow>, StoreError> {
+        let sql = format!(
+            "SELECT {OPERATION_COLS} FROM operations WHERE kind = 'order' AND product = ? AND licname = ? AND ip = ?
+             AND (state IN ('sending', 'unknown') OR (created_at >= ? AND state IN ('ok', 'reconciled_ok'))) ORDER BY id"
+        );
+        Ok(sqlx::query_as::<_, OperationRow>(sqlx::AssertSqlSafe(sql))
+            .bind(product)
+            .bind(licname)
+            .bind(ip)
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Orders and edits, newest first.
+    pub async fn operations(
+        &self,
+        elid: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<OperationRow>, StoreError> {
+        let sql = format!(
+            "SELECT {OPERATION_COLS} FROM operations WHERE ? IS NULL OR elid = ? ORDER BY id DESC LIMIT ?"
+        );
+        Ok(sqlx::query_as::<_, OperationRow>(sqlx::AssertSqlSafe(sql))
+            .bind(elid)
+            .bind(elid)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
     }
 }
 
@@ -682,7 +836,8 @@ fn upsert_sql(rows: usize) -> String {
     sql.push_str(
         " ON CONFLICT(elid) DO UPDATE SET licname = excluded.licname, ip = excluded.ip, product = excluded.product,
            period = excluded.period, expiry = excluded.expiry, status = excluded.status, status_raw = excluded.status_raw,
-           last_seen = excluded.last_seen, gone_since = NULL, autoprolong = excluded.autoprolong",
+           last_seen = excluded.last_seen, gone_since = NULL, autoprolong = excluded.autoprolong,
+           lapsed_since = CASE WHEN excluded.expiry = licenses.expiry THEN licenses.lapsed_since END",
     );
     sql
 }
@@ -919,10 +1074,7 @@ mod tests {
         again.extend([lic(2000, d("2030-01-02")), lic(2001, d("2030-01-02"))]);
         again.push(lic(2001, d("2030-01-03")));
         let second = store.upsert_licenses(&again, t1).await.expect("upsert");
-        let left = store
-            .left_window(d("2029-12-01"), d("2030-02-01"), t1)
-            .await
-            .expect("left");
+        let left = store.left_window(d("2030-02-01"), t1).await.expect("left");
 
         assert_eq!(
             first,

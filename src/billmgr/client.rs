@@ -10,7 +10,7 @@ use super::dialect::{Call, Dialect};
 use super::error::{ApiError, Error, ErrorKind, describe_transport};
 use super::xml::{self, Document, Fields};
 use crate::config::{AuthMode, BillmgrSettings};
-use crate::domain::{License, RowError};
+use crate::domain::{License, PendingLicense, Row, RowError};
 use chrono::NaiveDate;
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +21,8 @@ use tokio::sync::Mutex;
 #[derive(Clone, Debug, Default)]
 pub struct Listing {
     pub licenses: Vec<License>,
+    /// Ordered licenses not active yet (no expiry): shown, never planned.
+    pub pending: Vec<PendingLicense>,
     pub bad_rows: Vec<RowError>,
 }
 
@@ -106,6 +108,11 @@ impl Client {
         self
     }
 
+    /// Whether this client logs in once and sends a session id (`auth = "session"`).
+    pub fn uses_sessions(&self) -> bool {
+        self.cfg.auth == AuthMode::Session
+    }
+
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }
@@ -155,8 +162,9 @@ impl Client {
                     &call,
                     Kind::Read,
                     &mut |row: Fields| match dialect.license(&row) {
-                        Some(Ok(l)) => listing.licenses.push(l),
-                        Some(Err(e)) => listing.bad_rows.push(e),
+                        Some(Row::License(l)) => listing.licenses.push(l),
+                        Some(Row::Pending(p)) => listing.pending.push(p),
+                        Some(Row::Bad(e)) => listing.bad_rows.push(e),
                         None => {}
                     },
                 )
@@ -255,8 +263,15 @@ impl Client {
             ));
         }
         match self.dialect.license(&doc.fields) {
-            Some(Ok(l)) if l.elid == elid => Ok(l),
-            Some(Ok(l)) => Err(Error::new(
+            Some(Row::License(l)) if l.elid == elid => Ok(l),
+            Some(Row::Pending(_)) => Err(Error::new(
+                call.func,
+                Some(elid),
+                ErrorKind::Unexpected(format!(
+                    "license {elid} is ordered and not active yet: it has no expiry"
+                )),
+            )),
+            Some(Row::License(l)) => Err(Error::new(
                 call.func,
                 Some(elid),
                 ErrorKind::Unexpected(format!(
@@ -264,7 +279,7 @@ impl Client {
                     l.elid
                 )),
             )),
-            Some(Err(e)) => Err(Error::new(
+            Some(Row::Bad(e)) => Err(Error::new(
                 call.func,
                 Some(elid),
                 ErrorKind::Unexpected(e.reason),
@@ -396,13 +411,19 @@ impl Client {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let res = self.send_once(call, on_row).await;
+            let res = self.send_once(call, kind, on_row).await;
             let err = match res {
                 Ok(doc) => return Ok(doc),
                 Err(e) => e,
             };
             if err.is_auth() {
                 self.auth_refused.store(true, Ordering::SeqCst);
+                return Err(err);
+            }
+            if err.is_access() && self.cfg.auth == AuthMode::Session && kind == Kind::Write {
+                // A change refused for an expired session was not applied; it is not resent
+                // here (the caller re-reads first), but the next call logs in again.
+                *self.session.lock().await = None;
                 return Err(err);
             }
             if err.is_access()
@@ -430,6 +451,7 @@ impl Client {
     async fn send_once(
         &self,
         call: &Call,
+        kind: Kind,
         on_row: &mut dyn FnMut(Fields),
     ) -> Result<Document, Error> {
         if self.auth_refused.load(Ordering::SeqCst) {
@@ -463,11 +485,16 @@ impl Client {
                 AuthMode::Session => form.iter().find(|(k, _)| *k == "auth").map(|(_, v)| *v),
                 AuthMode::Authinfo => None,
             };
-            return Err(Error::new(
-                call.func,
-                call.elid,
-                ErrorKind::Api(Box::new(self.api_error(raw, sid))),
-            ));
+            let api = Box::new(self.api_error(raw, sid));
+            // A change answered with both a success mark and an error may have been applied:
+            // it is neither a refusal nor a success (issue 10.2).
+            let says_yes = doc.ok.is_some() || doc.fields.has("newexpiredate");
+            let kind = if kind == Kind::Write && says_yes {
+                ErrorKind::Contradictory(api)
+            } else {
+                ErrorKind::Api(api)
+            };
+            return Err(Error::new(call.func, call.elid, kind));
         }
         Ok(doc)
     }

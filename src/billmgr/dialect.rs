@@ -6,7 +6,7 @@
 
 use super::xml::Fields;
 use crate::config::Api;
-use crate::domain::{License, RowError, Status, parse_date};
+use crate::domain::{License, PendingLicense, Row, RowError, Status, parse_date};
 use chrono::NaiveDate;
 
 /// One request: a function and its parameters (without `out`, `lang` and credentials).
@@ -165,45 +165,70 @@ impl Dialect {
             .then(|| Call::new("service.prolong").elid(elid).p("period", period))
     }
 
-    /// A list row (or a view's fields) → a license. `None` for rows that are not licenses
-    /// (no `expiredate`).
-    pub fn license(&self, row: &Fields) -> Option<Result<License, RowError>> {
-        row.get("expiredate")?;
-        let id_raw = row.get("id").or_else(|| row.get("elid")).unwrap_or("?");
-        let bad = |reason: String| RowError {
-            elid: id_raw.to_owned(),
-            reason,
+    /// A list row (or a view's fields) → what it is. `None` for rows that are not licenses
+    /// (no id and no expiry: summary or UI rows). A row with an id but no readable expiry is a
+    /// license that cannot be read (issue 10.7), unless it is ordered and not active yet.
+    pub fn license(&self, row: &Fields) -> Option<Row> {
+        let id_raw = row.non_empty("id").or_else(|| row.non_empty("elid"));
+        let raw_exp = row.non_empty("expiredate");
+        if id_raw.is_none() && raw_exp.is_none() {
+            return None;
+        }
+        // A summary or UI row (`<id>total</id>`, no date) is not a license either.
+        if raw_exp.is_none() && id_raw.is_some_and(|i| i.parse::<i64>().is_err()) {
+            return None;
+        }
+        let id_raw = id_raw.unwrap_or("?");
+        let bad = |reason: String| {
+            Row::Bad(RowError {
+                elid: id_raw.to_owned(),
+                reason,
+            })
+        };
+        let Ok(elid) = id_raw.parse::<i64>() else {
+            return Some(bad(format!("id {id_raw:?} is not a number")));
+        };
+        // 5/6 may give a localized `status` with the raw value in `orig`, or only
+        // `item_status`; `Fields::get` prefers `orig`.
+        let status = Status::parse(
+            row.non_empty("status")
+                .or_else(|| row.non_empty("item_status"))
+                .unwrap_or_default(),
+        );
+        let licname = row.get("licname").unwrap_or_default().to_owned();
+        let ip = row.get("ip").unwrap_or_default().to_owned();
+        let Some(raw_exp) = raw_exp else {
+            if status == Status::Ordered {
+                return Some(Row::Pending(PendingLicense {
+                    elid,
+                    licname,
+                    ip,
+                    status,
+                }));
+            }
+            return Some(bad("no expiredate".into()));
+        };
+        let Some(expiry) = parse_date(raw_exp) else {
+            return Some(bad(format!("expiredate {raw_exp:?} is not YYYY-MM-DD")));
         };
         let product_field = if self.v5() { "pricelist" } else { "price" };
-        Some((|| {
-            let elid = id_raw
-                .parse::<i64>()
-                .map_err(|_| bad(format!("id {id_raw:?} is not a number")))?;
-            let raw_exp = row.get("expiredate").unwrap_or_default();
-            let expiry = parse_date(raw_exp)
-                .ok_or_else(|| bad(format!("expiredate {raw_exp:?} is not YYYY-MM-DD")))?;
-            let raw_price = row.get(product_field).unwrap_or_default();
-            let product = raw_price
-                .parse::<i64>()
-                .map_err(|_| bad(format!("{product_field} {raw_price:?} is not a number")))?;
-            let period = row.get("period").and_then(|p| p.parse::<i64>().ok());
-            // 5/6 may give a localized `status` with the raw value in `orig`, or only
-            // `item_status`; `Fields::get` prefers `orig`.
-            let status = row
-                .non_empty("status")
-                .or_else(|| row.non_empty("item_status"))
-                .unwrap_or_default();
-            Ok(License {
-                elid,
-                licname: row.get("licname").unwrap_or_default().to_owned(),
-                ip: row.get("ip").unwrap_or_default().to_owned(),
-                product,
-                period,
-                expiry,
-                status: Status::parse(status),
-                autoprolong: self.v5() && autoprolong_on(row.get("autoprolong")),
-            })
-        })())
+        let raw_price = row.get(product_field).unwrap_or_default();
+        let Ok(product) = raw_price.parse::<i64>() else {
+            return Some(bad(format!(
+                "{product_field} {raw_price:?} is not a number"
+            )));
+        };
+        let period = row.get("period").and_then(|p| p.parse::<i64>().ok());
+        Some(Row::License(License {
+            elid,
+            licname,
+            ip,
+            product,
+            period,
+            expiry,
+            status,
+            autoprolong: self.v5() && autoprolong_on(row.get("autoprolong")),
+        }))
     }
 
     /// The id of a newly ordered license, wherever the answer puts it.
@@ -307,10 +332,9 @@ mod tests {
                 orig: Some("3_autosuspend".into()),
             },
         ));
-        let l = Dialect(Api::Billmgr5)
-            .license(&r)
-            .expect("row")
-            .expect("valid");
+        let Some(Row::License(l)) = Dialect(Api::Billmgr5).license(&r) else {
+            panic!("a license")
+        };
         assert_eq!(
             (l.product, l.period, l.autoprolong),
             (55227, Some(-100), true)
@@ -333,23 +357,39 @@ mod tests {
     }
 
     #[test]
-    fn rows_without_expiredate_are_not_licenses_and_bad_rows_are_errors() {
+    fn rows_without_id_and_expiry_are_not_licenses_and_a_license_row_without_expiry_is_unreadable()
+    {
         let d = Dialect(Api::Billmgr4);
-        assert!(d.license(&row(&[("id", "1"), ("licname", "x")])).is_none());
-        let bad = d
-            .license(&row(&[("id", "7"), ("expiredate", "soon"), ("price", "7")]))
-            .expect("a license row");
-        assert!(bad.expect_err("bad date").reason.contains("soon"));
-        let ok = d
-            .license(&row(&[
-                ("id", "7"),
-                ("expiredate", "2024-07-01"),
-                ("price", "7"),
-                ("period", "8"),
-                ("status", "2"),
-            ]))
-            .expect("row")
-            .expect("valid");
+        assert!(
+            d.license(&row(&[("licname", "x"), ("total", "3")]))
+                .is_none()
+        );
+        let Some(Row::Bad(no_expiry)) = d.license(&row(&[("id", "1"), ("licname", "x")])) else {
+            panic!("a row with an id and no expiry is an unreadable license")
+        };
+        assert_eq!(
+            (no_expiry.elid.as_str(), no_expiry.reason.as_str()),
+            ("1", "no expiredate")
+        );
+        let Some(Row::Pending(p)) = d.license(&row(&[("id", "2"), ("status", "1")])) else {
+            panic!("an ordered license without an expiry is pending")
+        };
+        assert_eq!(p.elid, 2);
+        let Some(Row::Bad(bad)) =
+            d.license(&row(&[("id", "7"), ("expiredate", "soon"), ("price", "7")]))
+        else {
+            panic!("a bad date is a bad row")
+        };
+        assert!(bad.reason.contains("soon"));
+        let Some(Row::License(ok)) = d.license(&row(&[
+            ("id", "7"),
+            ("expiredate", "2024-07-01"),
+            ("price", "7"),
+            ("period", "8"),
+            ("status", "2"),
+        ])) else {
+            panic!("a license")
+        };
         assert_eq!(ok.elid, 7);
         assert_eq!(ok.period, Some(8));
         assert_eq!(ok.status, Status::Active);

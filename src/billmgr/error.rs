@@ -37,6 +37,10 @@ pub enum ErrorKind {
     /// The server answered with an `<error>` document: it refused and changed nothing.
     #[error("{0}")]
     Api(Box<ApiError>),
+    /// An answer to a change that says both yes (`<ok/>` or a new expiry) and no (`<error>`):
+    /// whether it was applied is unknown, so it is neither a success nor a refusal.
+    #[error("contradictory answer (success and {0} in one document)")]
+    Contradictory(Box<ApiError>),
     /// A well-formed document that is neither the data asked for nor `<ok/>`.
     #[error("unexpected answer: {0}")]
     Unexpected(String),
@@ -76,11 +80,31 @@ impl Error {
         }
     }
 
+    /// The server's refusal, when it answered a plain `<error>`.
     pub fn api(&self) -> Option<&ApiError> {
         match &self.kind {
             ErrorKind::Api(e) => Some(e.as_ref()),
             _ => None,
         }
+    }
+
+    /// The `<error>` of the answer, refusal or not (a contradictory answer carries one too).
+    pub fn api_detail(&self) -> Option<&ApiError> {
+        match &self.kind {
+            ErrorKind::Api(e) | ErrorKind::Contradictory(e) => Some(e.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// `missed`: the object (license) does not exist, or no longer.
+    pub fn is_missed(&self) -> bool {
+        self.api().is_some_and(|e| e.kind == "missed")
+    }
+
+    /// A refusal because the server is busy with another request ("request in process"):
+    /// nothing was applied, and the same request may succeed a moment later.
+    pub fn is_busy(&self) -> bool {
+        self.api().is_some_and(ApiError::is_busy)
     }
 
     /// A login refusal (`auth`): bad password, IP not allowed, lockout. Never retried.
@@ -116,6 +140,7 @@ impl Error {
             ErrorKind::Xml(XmlError::Truncated(_)) => "truncated",
             ErrorKind::Xml(_) => "malformed",
             ErrorKind::Api(_) => "api",
+            ErrorKind::Contradictory(_) => "contradictory",
             ErrorKind::Unexpected(_) => "unexpected",
             ErrorKind::Invalid(_) => "invalid",
         }
@@ -172,6 +197,23 @@ impl ApiError {
 }
 
 impl ApiError {
+    /// Whether this refusal says the server is busy with another request. The type of such an
+    /// error is not documented (billmgr-api.md §9), so both a type and the message's wording
+    /// are accepted.
+    pub fn is_busy(&self) -> bool {
+        const TYPES: &[&str] = &["busy", "inprocess", "in_process", "locked", "too_many"];
+        const WORDS: &[&str] = &[
+            "in process",
+            "in progress",
+            "busy",
+            "try again later",
+            "выполняется",
+        ];
+        let kind = self.kind.to_ascii_lowercase();
+        let msg = self.msg.as_deref().unwrap_or_default().to_lowercase();
+        TYPES.contains(&kind.as_str()) || WORDS.iter().any(|w| msg.contains(w))
+    }
+
     /// Blanks out every occurrence of `secrets` (and their URL-encoded forms) that the server
     /// echoed back into the message, object, value or params: an error is logged, printed and
     /// written to the journal, and a password or session id must reach none of them.

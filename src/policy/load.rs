@@ -123,7 +123,12 @@ impl Policy {
 #[derive(Clone, Debug, Default)]
 pub struct Policies {
     list: Vec<Policy>,
+    /// Entries of the folder that are not policies (other names, dotfiles): listed by `check`.
+    ignored: Vec<PathBuf>,
 }
+
+/// The largest policy file accepted, in bytes.
+pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
 
 impl Policies {
     /// Loads every `*.toml` file of `dir` (sorted by name; other files and dotfiles ignored).
@@ -137,29 +142,36 @@ impl Policies {
         let entries = std::fs::read_dir(dir)
             .map_err(|e| folder_err(format!("cannot read the policy folder: {e}")))?;
         let mut paths = Vec::new();
+        let mut ignored = Vec::new();
         for entry in entries {
             let entry =
                 entry.map_err(|e| folder_err(format!("cannot read the policy folder: {e}")))?;
             let path = entry.path();
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            // Dotfiles are editor leftovers (`.#lite.toml`), never policies; `*` skips them too.
-            if name.starts_with('.') || path.extension().is_none_or(|x| x != "toml") {
+            // Dotfiles are editor leftovers (`.#lite.toml` is even a dangling symlink), never
+            // policies; other names (`x.toml.bak`, `x.dpkg-old`, `README`) are not policies
+            // either. Both are only listed by `check`.
+            if name.starts_with('.') || !name.to_ascii_lowercase().ends_with(".toml") {
+                ignored.push(path);
                 continue;
             }
-            // Follows symlinks: a linked policy counts, a folder named `x.toml` does not.
-            if path.is_file() {
-                paths.push(path);
-            }
+            paths.push(path);
         }
         paths.sort();
+        ignored.sort();
         let mut sources = Vec::with_capacity(paths.len());
         for path in paths {
-            let bytes = std::fs::read(&path).map_err(|e| PolicyError {
-                file: path.clone(),
-                line: None,
-                msg: format!("cannot read: {e}"),
-            })?;
+            // Every `*.toml` (any case) must be a policy that can be read: a file that cannot
+            // be is refused by name, never skipped (a skipped policy silently renews nothing).
+            let bytes =
+                crate::files::read_regular_file(&path, MAX_POLICY_BYTES).map_err(|msg| {
+                    PolicyError {
+                        file: path.clone(),
+                        line: None,
+                        msg,
+                    }
+                })?;
             let hash = sha256_hex(&bytes);
             let text = String::from_utf8(bytes).map_err(|_| PolicyError {
                 file: path.clone(),
@@ -168,7 +180,14 @@ impl Policies {
             })?;
             sources.push((path, text, hash));
         }
-        Policies::build(sources, catalog)
+        let mut policies = Policies::build(sources, catalog)?;
+        policies.ignored = ignored;
+        Ok(policies)
+    }
+
+    /// Folder entries that were not read as policies.
+    pub fn ignored(&self) -> &[PathBuf] {
+        &self.ignored
     }
 
     /// Builds policies from in-memory files, in the order given (for tests and tools).
@@ -203,13 +222,19 @@ impl Policies {
             }
             list.push(policy);
         }
-        Ok(Policies { list })
+        Ok(Policies {
+            list,
+            ignored: Vec::new(),
+        })
     }
 
     /// Policies as given, unvalidated: lets planner tests hand it what no file could say.
     #[cfg(test)]
     pub(crate) fn from_list_for_tests(list: Vec<Policy>) -> Policies {
-        Policies { list }
+        Policies {
+            list,
+            ignored: Vec::new(),
+        }
     }
 
     /// The policy of a product id (`License::product`), if any.
@@ -1033,7 +1058,7 @@ before = "2d"
         write("README.md", "not a policy");
         write("lite.toml.bak", "garbage = [");
         write(".#a-lite.toml", "garbage = [");
-        std::fs::create_dir(dir.path().join("old.toml")).expect("mkdir");
+        write("lite.dpkg-old", "garbage = [");
 
         // Act
         let policies = Policies::load_dir(
@@ -1053,6 +1078,78 @@ before = "2d"
         );
         assert_eq!(policies.for_product(11).map(|p| p.period), Some(Some(16)));
         assert!(policies.for_product(432).is_none());
+        let ignored: Vec<String> = policies
+            .ignored()
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        assert_eq!(
+            ignored,
+            vec![
+                ".#a-lite.toml",
+                "README.md",
+                "lite.dpkg-old",
+                "lite.toml.bak"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_toml_entry_that_is_not_a_readable_regular_file_is_refused_by_name() {
+        let catalog = Catalog::builtin().for_api(crate::config::Api::Billmgr4);
+        type Make = Box<dyn Fn(&Path)>;
+        let cases: Vec<(&str, Make, &str)> = vec![
+            (
+                "dangling.toml",
+                Box::new(|p| std::os::unix::fs::symlink("/nonexistent/x", p).expect("link")),
+                "symlink",
+            ),
+            (
+                "zero.toml",
+                Box::new(|p| std::os::unix::fs::symlink("/dev/zero", p).expect("link")),
+                "a device",
+            ),
+            (
+                "dir.toml",
+                Box::new(|p| std::fs::create_dir(p).expect("mkdir")),
+                "a directory",
+            ),
+            (
+                "fifo.toml",
+                Box::new(|p| {
+                    let ok = std::process::Command::new("mkfifo")
+                        .arg(p)
+                        .status()
+                        .expect("mkfifo");
+                    assert!(ok.success());
+                }),
+                "a FIFO",
+            ),
+            (
+                "huge.toml",
+                Box::new(|p| {
+                    std::fs::write(p, vec![b'#'; MAX_POLICY_BYTES as usize + 1]).expect("write")
+                }),
+                "limit",
+            ),
+            (
+                "UPPER.TOML",
+                Box::new(|p| std::fs::write(p, "garbage = [").expect("write")),
+                "",
+            ),
+        ];
+        for (name, make, want) in cases {
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::write(dir.path().join("lite.toml"), "product = 7\nrenew = false\n")
+                .expect("write");
+            let path = dir.path().join(name);
+            make(&path);
+
+            let err = Policies::load_dir(dir.path(), &catalog).expect_err(name);
+
+            assert_eq!(err.file, path, "{name}: {err}");
+            assert!(err.to_string().contains(want), "{name}: {err}");
+        }
     }
 
     #[test]

@@ -19,5 +19,6 @@ mod props;
 
 pub use load::{DEFAULT_BEFORE, Policies, Policy, PolicyError, Rule};
 pub use plan::{
-    Action, ActionKind, JournalEntry, JournalState, Plan, due_date, evaluate, is_renewal_period,
+    Action, ActionKind, GONE_CLASS, JournalEntry, JournalState, Plan, due_date, evaluate,
+    is_renewal_period,
 };

@@ -74,6 +74,9 @@ impl std::fmt::Display for JournalState {
     }
 }
 
+/// The journal's `error_class` of a row closed because the license was gone.
+pub const GONE_CLASS: &str = "gone";
+
 /// What the planner needs from one journal row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JournalEntry {
@@ -81,6 +84,9 @@ pub struct JournalEntry {
     /// The license's expiry when the renewal was attempted (the journal's unique key with elid).
     pub expiry_before: NaiveDate,
     pub state: JournalState,
+    /// A `reconciled_failed` row closed because the license was not found after `settle`: the
+    /// license is gone, and is never renewed again for that expiry.
+    pub gone: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -174,6 +180,11 @@ pub fn evaluate(
         .filter(|e| e.state.is_success())
         .map(|e| (e.elid, e.expiry_before))
         .collect();
+    let gone: HashSet<(i64, NaiveDate)> = journal
+        .iter()
+        .filter(|e| e.gone)
+        .map(|e| (e.elid, e.expiry_before))
+        .collect();
     let mut copies: HashMap<i64, usize> = HashMap::new();
     for l in licenses {
         *copies.entry(l.elid).or_default() += 1;
@@ -183,6 +194,7 @@ pub fn evaluate(
         catalog,
         open: &open,
         bought: &bought,
+        gone: &gone,
         copies: &copies,
         today,
     };
@@ -215,6 +227,7 @@ struct Context<'a> {
     catalog: &'a Catalog,
     open: &'a HashSet<i64>,
     bought: &'a HashSet<(i64, NaiveDate)>,
+    gone: &'a HashSet<(i64, NaiveDate)>,
     copies: &'a HashMap<i64, usize>,
     today: NaiveDate,
 }
@@ -251,6 +264,12 @@ impl Context<'_> {
                 ActionKind::Unknown,
                 Some("settling".into()),
             ));
+        }
+
+        // 3b. An earlier renewal found the license gone: whatever shows up under this id with
+        // the same expiry is not paid for again without a person looking.
+        if self.gone.contains(&(license.elid, license.expiry)) {
+            return from_policy(Action::skip(license, "license gone"));
         }
 
         // 4. This billing cycle was already bought.
@@ -373,6 +392,7 @@ mod tests {
 
     fn entry(elid: i64, expiry: &str, state: JournalState) -> JournalEntry {
         JournalEntry {
+            gone: false,
             elid,
             expiry_before: day(expiry),
             state,

@@ -298,6 +298,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                                 _ => (*stray_elid, base()),
                             };
                         JournalEntry {
+                            gone: false,
                             elid,
                             expiry_before: expiry,
                             state: JournalState::ALL[*state],

@@ -146,6 +146,17 @@ pub enum FaultKind {
     SlowDrip { chunk_ms: u64 },
     /// Nothing applied; 200 with a well-formed `<doc>` padded with `bytes` of noise rows.
     Huge { bytes: usize },
+    /// Apply, then answer the real document with this `<error>` added beside its `<ok/>` (or
+    /// its new expiry): a contradictory answer.
+    Contradictory { r#type: String, msg: String },
+    /// Nothing applied; 200 with a bare `<ok/>`.
+    OkNotApplied,
+    /// Lets the first `skip` matching requests through untouched, then acts as `then` (for
+    /// "the re-read after the paid call fails" while the one before it works).
+    After { skip: u32, then: Box<FaultKind> },
+    /// Nothing applied; 200 with a `newexpiredate` a month after the license's expiry and no
+    /// `<ok/>`.
+    NewExpiryNotApplied,
 }
 
 /// One request as the simulator saw it (control-API requests under `/_sim/` excluded).
@@ -288,6 +299,17 @@ impl SimHandle {
     /// Inserts or replaces the license with `l.id`.
     pub fn upsert_license(&self, l: SimLicense) {
         self.state().licenses.insert(l.id, l);
+    }
+
+    /// Leaves `field` out of license `elid` wherever the simulator writes it (lists and views):
+    /// a row without `expiredate`, say.
+    pub fn hide_field(&self, elid: i64, field: &str) {
+        self.state().hidden.push((elid, field.to_owned()));
+    }
+
+    /// Removes one license (the account no longer has it: `missed`).
+    pub fn remove_license(&self, elid: i64) -> Option<SimLicense> {
+        self.state().licenses.remove(&elid)
     }
 
     pub fn remove_all_licenses(&self) {

@@ -197,6 +197,43 @@ async fn billmgr(
         }
         FaultKind::SlowDrip { chunk_ms } => Ok(drip(process(&shared, &params), chunk_ms)),
         FaultKind::Huge { bytes } => Ok(huge(&func, bytes)),
+        // `take_fault` unwraps one `After`; a nested one only delays, then passes through.
+        FaultKind::After { .. } => Ok(xml(process(&shared, &params))),
+        FaultKind::Contradictory { r#type, msg } => {
+            let api = shared.lock().api();
+            let doc = process(&shared, &params);
+            let err = ApiError::new(&r#type, None, None, msg).to_doc_for(api, &func, None, &[]);
+            // The error element of a document of its own, put beside the real answer's
+            // content (before its closing tag).
+            let element = err
+                .find("<error")
+                .and_then(|a| err.rfind("</error>").map(|b| &err[a..b + "</error>".len()]))
+                .unwrap_or("<error type=\"value\"/>");
+            let at = doc.rfind("</doc>").unwrap_or(doc.len());
+            let mut out = doc[..at].to_owned();
+            if !out.contains("<ok") && !out.contains("newexpiredate") {
+                out.push_str("<ok/>");
+            }
+            out.push_str(element);
+            out.push_str(&doc[at..]);
+            Ok(xml(out))
+        }
+        FaultKind::OkNotApplied => {
+            let mut d = Doc::open(&func, None, 64);
+            d.ok();
+            Ok(xml(d.finish()))
+        }
+        FaultKind::NewExpiryNotApplied => {
+            let expiry = elid
+                .and_then(|id| shared.lock().licenses.get(&id).map(|l| l.expiredate))
+                .unwrap_or_else(|| shared.today());
+            let next = expiry
+                .checked_add_months(chrono::Months::new(1))
+                .unwrap_or(expiry);
+            Ok(xml(format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<doc><doc><expiredate>{expiry}</expiredate><newexpiredate>{next}</newexpiredate></doc></doc>\n"
+            )))
+        }
     }
 }
 

@@ -90,6 +90,8 @@ pub(crate) struct State {
     sessions: HashMap<String, Session>,
     filters: HashMap<String, Filter>,
     pub(crate) faults: Vec<Fault>,
+    /// `(elid, field)` pairs left out of what the simulator writes about that license.
+    pub(crate) hidden: Vec<(i64, String)>,
     pub(crate) paid_by_elid: HashMap<i64, u32>,
     pub(crate) paid_total: u32,
     /// Orders/renewals put into the cart unpaid (5/6 only).
@@ -121,6 +123,7 @@ impl State {
             sessions: HashMap::new(),
             filters: HashMap::new(),
             faults: Vec::new(),
+            hidden: Vec::new(),
             paid_by_elid: HashMap::new(),
             paid_total: 0,
             cart_calls: 0,
@@ -141,6 +144,21 @@ impl State {
         self.requests.push_back(r);
     }
 
+    /// Removes the fields hidden for license `id` (see `SimHandle::hide_field`) from what was
+    /// written to `buf` since `start`.
+    pub(crate) fn strip_hidden(&self, id: i64, buf: &mut String, start: usize) {
+        for (_, field) in self.hidden.iter().filter(|(e, _)| *e == id) {
+            let open = format!("<{field}>");
+            let close = format!("</{field}>");
+            while let Some(a) = buf[start..].find(&open).map(|i| i + start) {
+                let Some(b) = buf[a..].find(&close).map(|i| i + a + close.len()) else {
+                    break;
+                };
+                buf.replace_range(a..b, "");
+            }
+        }
+    }
+
     pub(crate) fn api(&self) -> SimApi {
         self.api
     }
@@ -156,6 +174,14 @@ impl State {
             f.func.as_deref().is_none_or(|want| want == func)
                 && f.elid.is_none_or(|want| Some(want) == elid)
         })?;
+        if let FaultKind::After { skip, then } = &mut self.faults[idx].kind {
+            if *skip > 0 {
+                *skip -= 1;
+                return None;
+            }
+            let then = (**then).clone();
+            self.faults[idx].kind = then;
+        }
         let kind = self.faults[idx].kind.clone();
         if let Some(n) = self.faults[idx].times {
             if n <= 1 {
@@ -302,6 +328,7 @@ impl State {
             .values()
             .filter(|l| filter.admits(l.expiredate))
         {
+            let start = d.buf().len();
             let _ = write!(
                 d.buf(),
                 "<elem><id>{}</id><licname>{}</licname><ip>{}</ip><price>{}</price><period>{}</period>\
@@ -314,6 +341,7 @@ impl State {
                 l.expiredate.format("%Y-%m-%d"),
                 l.status
             );
+            self.strip_hidden(l.id, d.buf(), start);
             rows += 1;
             if rows == 1 {
                 // UI noise between rows: a client must pick rows by element name, not position.

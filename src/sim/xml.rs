@@ -205,7 +205,12 @@ impl ApiError {
     /// Writes the `<error>` element into `doc`.
     pub(crate) fn write_into(&self, doc: &mut Doc) {
         let b = doc.buf();
-        let _ = write!(b, "<error type=\"{}\"", esc(&self.kind));
+        // An empty type is written as no `type` at all: real answers without one exist (the
+        // "Request in process, please wait" refusal of a busy server).
+        b.push_str("<error");
+        if !self.kind.is_empty() {
+            let _ = write!(b, " type=\"{}\"", esc(&self.kind));
+        }
         if let Some(o) = &self.object {
             let _ = write!(b, " object=\"{}\"", esc(o));
         }

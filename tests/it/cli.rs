@@ -383,6 +383,9 @@ async fn billmgr5_orders_a_tariff_id_the_catalog_does_not_know_instead_of_refusi
             "x",
             "--ip",
             "198.51.100.9",
+            // The simulator's IP check refuses a tariff it does not know; the point here is
+            // that licrenew sends the id instead of refusing it locally.
+            "--allow-duplicate",
         ])
         .await;
 

@@ -8,6 +8,7 @@ mod crash;
 mod daemon;
 mod faults;
 mod ledger;
+mod money_edges;
 mod secrets;
 mod service;
 mod sim_smoke;

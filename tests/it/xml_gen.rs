@@ -239,7 +239,7 @@ pub fn exercise(body: &[u8]) -> usize {
     let mut rows = 0usize;
     let parsed = licrenew::billmgr::xml::parse_with(body, |row| {
         rows += 1;
-        if let Some(Err(e)) = dialect.license(&row) {
+        if let Some(licrenew::domain::Row::Bad(e)) = dialect.license(&row) {
             std::hint::black_box(e.to_string());
         }
     });

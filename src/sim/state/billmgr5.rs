@@ -219,6 +219,7 @@ impl State {
             "<page>list</page>",
         ));
         for l in self.licenses.values().skip(skip).take(rows) {
+            let start = d.buf().len();
             let b = d.buf();
             b.push_str("<elem>");
             write_license(b, l);
@@ -231,6 +232,7 @@ impl State {
                 esc(&cost),
                 createdate(l, today).format("%Y-%m-%d")
             );
+            self.strip_hidden(l.id, d.buf(), start);
         }
         d.field("p_cnt", p_cnt)
             .field("p_num", p_num)
