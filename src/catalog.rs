@@ -344,6 +344,15 @@ impl Catalog {
         }
     }
 
+    /// The product whose name or alias is exactly `name` (case aside): how a 5/6 list's display
+    /// name of a tariff is matched. Never a number.
+    pub fn product_by_name(&self, name: &str) -> Option<&Product> {
+        let q = name.trim();
+        self.products.iter().find(|p| {
+            p.name.eq_ignore_ascii_case(q) || p.aliases.iter().any(|a| a.eq_ignore_ascii_case(q))
+        })
+    }
+
     /// The product with this id: listed, or (open catalogs) synthesized for an unknown tariff.
     pub fn product_for(&self, price: i64) -> Option<Cow<'_, Product>> {
         match self.by_price(price) {

@@ -242,12 +242,12 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
             ip,
             allow_duplicate,
         } => {
-            let s = settings(&args)?;
+            let (s, _, client) = connect(&args, true).await?;
             let (prod, per) = resolve(&s.catalog, product, period)?;
             let (prod, per) = (prod.into_owned(), per.clone());
-            crate::billmgr::Client::new(&s.billmgr)?;
             let settle = s.renewal.settle;
-            let (ctx, _lock) = crate::daemon::open(s, crate::policy::Policies::default()).await?;
+            let (ctx, _lock) =
+                crate::daemon::open_with(s, crate::policy::Policies::default(), client).await?;
             let req = crate::orders::OrderRequest {
                 product: prod.price,
                 product_name: &prod.name,
@@ -306,9 +306,8 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
             period,
             ip,
         } => {
-            let s = settings(&args)?;
+            let (s, _, client) = connect(&args, true).await?;
             let (prod, per) = resolve(&s.catalog, product, period)?;
-            let client = Client::new(&s.billmgr)?;
             match client.check_ip(prod.price, per.id, ip).await {
                 Ok(check) => {
                     if args.json {
@@ -410,14 +409,27 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
                 print_stored(&s.catalog, &rows, args.json);
                 return Ok(ExitCode::SUCCESS);
             }
-            let client = Client::new(&s.billmgr)?;
+            drop(s);
+            let (s, _, client) = connect(&args, true).await?;
             let window = expiring.map(|d| {
                 let today = chrono::Utc::now().date_naive();
                 let back = chrono::Duration::from_std(s.schedule.lookback).unwrap_or_default();
                 let fwd = chrono::Duration::from_std(d).unwrap_or_default();
                 (today - back, today + fwd)
             });
-            let listing = client.list(window).await?;
+            let mut listing = client.list(window).await?;
+            let unresolved = std::mem::take(&mut listing.unresolved);
+            let resolved = crate::resolve::resolve(
+                &client,
+                &s.catalog,
+                &std::collections::HashMap::new(),
+                unresolved,
+            )
+            .await?;
+            listing.licenses.extend(resolved.licenses);
+            for bad in &resolved.bad {
+                tracing::warn!(row = %bad, "skipped a license row that does not parse");
+            }
             print_licenses(&s.catalog, &listing.licenses, args.json);
             Ok(ExitCode::SUCCESS)
         }
@@ -449,9 +461,9 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
         }
         Command::Check { online } => check(&args, *online).await,
         Command::Run => {
-            let s = settings(&args)?;
-            let policies = crate::policy::Policies::load_dir(&s.policies_dir, &s.catalog)?;
-            crate::billmgr::Client::new(&s.billmgr)?;
+            // An unreachable server at start is not fatal: the generation is detected before
+            // the first cycle that reaches it.
+            let (s, policies, _) = connect(&args, false).await?;
             crate::daemon::run(s, policies).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -463,10 +475,8 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
 
 /// One cycle now: `sync`, `renew` or `renew --dry-run`.
 async fn cycle(args: &Args, mode: crate::daemon::Mode) -> Result<ExitCode, Failure> {
-    let s = settings(args)?;
-    let policies = crate::policy::Policies::load_dir(&s.policies_dir, &s.catalog)?;
-    crate::billmgr::Client::new(&s.billmgr)?;
-    let (ctx, _lock) = crate::daemon::open(s, policies).await?;
+    let (s, policies, client) = connect(args, false).await?;
+    let (ctx, _lock) = crate::daemon::open_with(s, policies, client).await?;
     let (_tx, stop) = tokio::sync::watch::channel(false);
     let report = crate::daemon::run_once(&ctx, mode, &stop)
         .await
@@ -500,11 +510,8 @@ async fn prolong(
     period: &str,
     override_autoprolong: bool,
 ) -> Result<ExitCode, Failure> {
-    let s = settings(args)?;
-    let policies =
-        crate::policy::Policies::load_dir(&s.policies_dir, &s.catalog).unwrap_or_default();
-    crate::billmgr::Client::new(&s.billmgr)?;
-    let (ctx, _lock) = crate::daemon::open(s, policies).await?;
+    let (s, policies, client) = connect(args, true).await?;
+    let (ctx, _lock) = crate::daemon::open_with(s, policies, client).await?;
     let cycle = ctx
         .store
         .begin_cycle("prolong", chrono::Utc::now())
@@ -703,9 +710,16 @@ async fn prolong(
 
 /// Validates config, catalog and policies; with `online`, logs in once.
 async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure> {
-    let s = settings(args)?;
-    let policies = crate::policy::Policies::load_dir(&s.policies_dir, &s.catalog)?;
+    let (s, policies, client) = if online {
+        let (s, p, c) = connect(args, true).await?;
+        (s, p, Some(c))
+    } else {
+        let s = settings(args)?;
+        let p = policies_offline(&s)?;
+        (s, p, None)
+    };
     println!("config     {}: ok", s.file.display());
+    println!("api        {} at {}", s.api_label(), s.billmgr.url);
     println!("database   {}", s.database.display());
     println!("catalog    {} products", s.catalog.products.len());
     println!(
@@ -747,8 +761,7 @@ async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure> {
             "no password: set billmgr.password, billmgr.password_file or a systemd credential named \"password\"",
         )));
     }
-    if online {
-        let client = Client::new(&s.billmgr)?;
+    if let Some(client) = client {
         client.check_login().await?;
         println!("login      {} at {}: ok", s.billmgr.username, s.billmgr.url);
         // Licenses the billing renews by itself that a policy would renew too: one of the two
@@ -783,6 +796,46 @@ async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The policies, checked before any network call: against the catalog of the pinned
+/// generation, or under `api = "auto"` against either (they name products the same way in
+/// both; an error is one under both).
+fn policies_offline(s: &Settings) -> Result<crate::policy::Policies, Failure> {
+    use crate::policy::Policies;
+    if s.billmgr.api.is_some() {
+        return Ok(Policies::load_dir(&s.policies_dir, &s.catalog)?);
+    }
+    let v5 = s.catalog_all.for_api(config::Api::Billmgr5);
+    let v4 = s.catalog_all.for_api(config::Api::Billmgr4);
+    match Policies::load_dir(&s.policies_dir, &v5) {
+        Ok(p) => Ok(p),
+        Err(e5) => Policies::load_dir(&s.policies_dir, &v4).map_err(|_| Failure::Policy(e5)),
+    }
+}
+
+/// Settings with the catalog of the API generation in use (detected under `api = "auto"`), the
+/// policies loaded against it, and the client that asked. The policies are checked offline
+/// first (a mistake exits 78 before any call). A failed detection fails the command when
+/// `strict`; otherwise it is a warning and the cycle that follows records the failure.
+async fn connect(
+    args: &Args,
+    strict: bool,
+) -> Result<(Settings, crate::policy::Policies, Client), Failure> {
+    let mut s = settings(args)?;
+    let mut policies = policies_offline(&s)?;
+    let client = Client::new(&s.billmgr)?;
+    if s.billmgr.api.is_none() {
+        match client.generation().await {
+            Ok(d) => {
+                s.use_generation(d.api());
+                policies = crate::policy::Policies::load_dir(&s.policies_dir, &s.catalog)?;
+            }
+            Err(e) if strict => return Err(e.into()),
+            Err(e) => tracing::warn!(error = %e, "could not detect the API generation"),
+        }
+    }
+    Ok((s, policies, client))
 }
 
 fn settings(args: &Args) -> Result<Settings, Failure> {

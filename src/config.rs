@@ -111,7 +111,7 @@ fn default_alert_retry() -> Duration {
 struct RawBillmgr {
     /// Full endpoint URL, e.g. `https://my.ispsystem.com/manager/billmgr`.
     url: String,
-    /// API generation: `billmgr4` (default).
+    /// API generation: `auto` (default: detected on the first call), `billmgr4`, `billmgr5`.
     #[serde(default = "default_api")]
     api: String,
     username: String,
@@ -225,7 +225,7 @@ impl Default for RawLog {
 }
 
 fn default_api() -> String {
-    "billmgr4".into()
+    "auto".into()
 }
 fn default_auth() -> String {
     "authinfo".into()
@@ -341,7 +341,8 @@ pub enum LogFormat {
 #[derive(Clone, Debug)]
 pub struct BillmgrSettings {
     pub url: url::Url,
-    pub api: Api,
+    /// The pinned API generation; `None` (`api = "auto"`) detects it on the first call.
+    pub api: Option<Api>,
     pub username: String,
     /// `None` when neither `password`, `password_file` nor a systemd credential is set; commands
     /// that talk to the API refuse to start then.
@@ -383,10 +384,12 @@ pub struct AlertSettings {
 pub struct Settings {
     pub file: PathBuf,
     pub billmgr: BillmgrSettings,
-    /// The catalog entries of the configured API generation.
+    /// The catalog entries of the API generation in use (pinned or detected).
     pub catalog: Catalog,
     /// Every entry, both generations (for `licrenew catalog`).
     pub catalog_all: Catalog,
+    /// `billmgr.api` was `auto` and the generation was detected.
+    pub api_detected: bool,
     /// SQLite database file.
     pub database: PathBuf,
     pub schedule: ScheduleSettings,
@@ -397,6 +400,36 @@ pub struct Settings {
     /// `/metrics` and `/healthz` listen address; `None` = off.
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub alerts: AlertSettings,
+}
+
+impl Settings {
+    /// Switches to the generation the server speaks (detected under `api = "auto"`): its
+    /// catalog, and a client built from these settings needs no second detection.
+    pub fn use_generation(&mut self, api: Api) {
+        self.catalog = self.catalog_all.for_api(api);
+        if self.billmgr.api.is_none() {
+            self.api_detected = true;
+        }
+        self.billmgr.api = Some(api);
+    }
+
+    /// `billmgr5 (detected)`, `billmgr4 (pinned)`, or `auto (not detected yet)`.
+    pub fn api_label(&self) -> String {
+        match (self.billmgr.api, self.api_detected) {
+            (Some(api), true) => format!("{} (detected)", api.name()),
+            (Some(api), false) => format!("{} (pinned)", api.name()),
+            (None, _) => "auto (not detected yet)".into(),
+        }
+    }
+}
+
+impl Api {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Api::Billmgr4 => "billmgr4",
+            Api::Billmgr5 => "billmgr5",
+        }
+    }
 }
 
 /// Parses a cron expression the way the scheduler does: six fields (seven with a year),
@@ -525,12 +558,13 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
         ));
     }
     let api = match b.api.as_str() {
-        "billmgr4" => Api::Billmgr4,
-        "billmgr5" => Api::Billmgr5,
+        "auto" => None,
+        "billmgr4" => Some(Api::Billmgr4),
+        "billmgr5" => Some(Api::Billmgr5),
         other => {
             return Err(err(
                 "billmgr.api",
-                format!("{other:?} is not one of \"billmgr4\", \"billmgr5\""),
+                format!("{other:?} is not one of \"auto\", \"billmgr4\", \"billmgr5\""),
             ));
         }
     };
@@ -670,8 +704,11 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
             read_attempts: b.read_attempts,
             max_body: b.max_body_mib.saturating_mul(1024 * 1024),
         },
-        catalog: catalog.for_api(api),
+        // Under `auto` the catalog of 5/6 until the generation is known (see
+        // `Settings::use_generation`); every product name exists in both.
+        catalog: catalog.for_api(api.unwrap_or(Api::Billmgr5)),
         catalog_all: catalog,
+        api_detected: false,
         database,
         schedule: ScheduleSettings {
             cron: s.cron,
@@ -754,14 +791,18 @@ password = "canary-Zq8#pw"
         let dir = tempfile::tempdir().expect("tmp");
         let f = write(dir.path(), "licrenew.toml", MINIMAL);
         let s = load_with_env(&f, Some(HashMap::new())).expect("valid");
-        assert_eq!(s.billmgr.api, Api::Billmgr4);
+        assert_eq!(s.billmgr.api, None, "auto-detected by default");
         assert_eq!(s.billmgr.auth, AuthMode::Authinfo);
         assert_eq!(s.billmgr.timeout, Duration::from_secs(30));
         assert_eq!(s.database, dir.path().join("licrenew.db"));
         assert_eq!(s.policies_dir, dir.path().join("policies.d"));
         assert_eq!(s.renewal.max_per_cycle, 20);
         assert_eq!(s.renewal.settle, Duration::from_secs(300));
-        assert_eq!(s.catalog.products.len(), 10);
+        assert_eq!(
+            s.catalog.products.len(),
+            6,
+            "the 5/6 catalog until detection"
+        );
         assert_eq!(
             s.billmgr
                 .password

@@ -322,7 +322,11 @@ async fn cycle_body(
         {
             // Where the API previews a renewal for free (5/6), show the new expiry.
             match ctx.client.preview_renew(a.license.elid, period).await {
-                Ok(d) => ev.new_expiry = d,
+                Ok(Some(p)) => {
+                    ev.new_expiry = p.new_expiry;
+                    ev.cost = p.cost.or(ev.cost);
+                }
+                Ok(None) => {}
                 Err(e) if e.is_auth() => return Err(Fatal::Auth(e)),
                 Err(e) => {
                     tracing::warn!(elid = a.license.elid, error = %e, "renewal preview failed")
@@ -404,6 +408,56 @@ async fn sync(ctx: &Ctx, today: NaiveDate) -> Result<Synced, SyncError> {
         Err(e) if e.is_auth() => return Err(SyncError::Fatal(Fatal::Auth(e))),
         Err(e) => return Err(SyncError::Api(e)),
     };
+    if !listing.unresolved.is_empty() || listing.total.is_some() {
+        let known: std::collections::HashMap<i64, crate::store::StoredLicense> = ctx
+            .store
+            .licenses()
+            .await?
+            .into_iter()
+            .map(|l| (l.elid, l))
+            .collect();
+        if let Some(total) = listing.total {
+            let active = known
+                .values()
+                .filter(|l| l.gone_since.is_none() && l.status == 2)
+                .count();
+            if total < active {
+                tracing::warn!(
+                    event = "sync",
+                    listed_total = total,
+                    known_active = active,
+                    "the server lists fewer licenses than the database knows active: a filter saved in the panel, or licenses moved away"
+                );
+            }
+        }
+        let unresolved = std::mem::take(&mut listing.unresolved);
+        if !unresolved.is_empty() {
+            let r = match crate::resolve::resolve(
+                &ctx.client,
+                &ctx.settings.catalog,
+                &known,
+                unresolved,
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(e) if e.is_auth() => return Err(SyncError::Fatal(Fatal::Auth(e))),
+                Err(e) => return Err(SyncError::Api(e)),
+            };
+            if r.views > 0 {
+                tracing::info!(
+                    event = "sync",
+                    forms_read = r.views,
+                    "read license forms for tariffs the list names without an id"
+                );
+            }
+            for bad in &r.bad {
+                tracing::warn!(row = %bad, "skipped a license row that does not parse");
+            }
+            listing.licenses.extend(r.licenses);
+            listing.bad_rows.extend(r.bad);
+        }
+    }
     let now = Utc::now();
     let stats = ctx.store.upsert_licenses(&listing.licenses, now).await?;
     // Every listed license was just stamped `last_seen = now`; the others in the window left it.
@@ -487,10 +541,20 @@ pub async fn open(
     settings: Settings,
     policies: Policies,
 ) -> anyhow::Result<(Ctx, crate::store::ProcessLock)> {
+    let client = Client::new(&settings.billmgr)?;
+    open_with(settings, policies, client).await
+}
+
+/// [`open`] with a client already made (one that detected the API generation, say).
+pub async fn open_with(
+    settings: Settings,
+    policies: Policies,
+    client: Client,
+) -> anyhow::Result<(Ctx, crate::store::ProcessLock)> {
     let lock = crate::store::lock(&settings.database)?;
     let store = Store::open(&settings.database).await?;
     let metrics = Arc::new(crate::metrics::Metrics::new());
-    let client = Client::new(&settings.billmgr)?.with_metrics(metrics.clone());
+    let client = client.with_metrics(metrics.clone());
     Ok((
         Ctx {
             settings,
@@ -502,6 +566,27 @@ pub async fn open(
         },
         lock,
     ))
+}
+
+/// Under `api = "auto"`, before a cycle: if the generation is not known yet (the server was
+/// unreachable at start), detects it and switches the catalog and the policies to it. `Err`
+/// with the reason when that fails; the cycle is then not run.
+pub async fn ensure_generation(ctx: &mut Ctx) -> Result<(), String> {
+    if ctx.settings.billmgr.api.is_some() {
+        return Ok(());
+    }
+    let d = ctx
+        .client
+        .generation()
+        .await
+        .map_err(|e| format!("cannot detect the API generation: {e}"))?;
+    let mut settings = ctx.settings.clone();
+    settings.use_generation(d.api());
+    let policies = Policies::load_dir(&settings.policies_dir, &settings.catalog)
+        .map_err(|e| format!("policies invalid for the detected {}: {e}", d.name()))?;
+    ctx.settings = settings;
+    ctx.policies = policies;
+    Ok(())
 }
 
 /// The longest random delay before a cycle: `[schedule] jitter`, but never more than a tenth
@@ -522,7 +607,15 @@ pub fn max_jitter(cron: &str, jitter: Duration) -> Duration {
 /// Reloads config and policies from disk; `Err` (with the reason) keeps the old ones.
 fn reload(ctx: &mut Ctx) -> Result<bool, String> {
     let file = ctx.settings.file.clone();
-    let settings = crate::config::load(&file).map_err(|e| e.to_string())?;
+    let mut settings = crate::config::load(&file).map_err(|e| e.to_string())?;
+    if settings.billmgr.api.is_none()
+        && ctx.settings.api_detected
+        && let Some(api) = ctx.settings.billmgr.api
+        && settings.billmgr.url == ctx.settings.billmgr.url
+    {
+        // Still `auto`, same server: the generation detected earlier holds.
+        settings.use_generation(api);
+    }
     let policies =
         Policies::load_dir(&settings.policies_dir, &settings.catalog).map_err(|e| e.to_string())?;
     let client = Client::new(&settings.billmgr)
@@ -622,6 +715,11 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
                 };
                 if stopped {
                     break;
+                }
+                if let Err(why) = ensure_generation(&mut ctx).await {
+                    tracing::error!(event = "cycle", outcome = "api_failed", error = %why, "cycle not run");
+                    busy.store(false, Ordering::SeqCst);
+                    continue;
                 }
                 let report = run_once(&ctx, Mode::Renew, &stop).await?;
                 println!("{}", report.summary());

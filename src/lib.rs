@@ -7,6 +7,7 @@
 //! - [`policy`]: policy files and the pure planner `evaluate(licenses, policies, journal, today)`.
 //! - [`store`]: the SQLite state (licenses, renewal journal, cycles) and the process lock.
 //! - [`orders`]: manual orders and edits, journaled so a retry never buys twice.
+//! - [`resolve`]: 5/6 list rows that name their tariff: catalog names, remembered forms, views.
 //! - [`renew`]: the money-safe executor (re-read, intent, paid call, outcome) and reconciliation.
 //! - [`daemon`]: one cycle (`run_once`) and the scheduled service (`run`).
 //! - [`files`]: reading admin-supplied files (regular files only, size-capped).
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod orders;
 pub mod policy;
 pub mod renew;
+pub mod resolve;
 pub mod sim;
 pub mod store;
 pub mod systemd;

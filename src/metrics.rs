@@ -525,6 +525,10 @@ mod tests {
             last_decided: None,
             autoprolong: false,
             lapsed_since: None,
+            pricelist_label: None,
+            special: None,
+            cost_cents: None,
+            cost_currency: None,
         }
     }
 

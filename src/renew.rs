@@ -57,6 +57,9 @@ pub struct Event {
     pub expiry: NaiveDate,
     pub new_expiry: Option<NaiveDate>,
     pub policy_file: Option<String>,
+    /// What the renewal costs (or would), where the billing shows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::domain::Money>,
 }
 
 impl Event {
@@ -74,6 +77,7 @@ impl Event {
             expiry: l.expiry,
             new_expiry: None,
             policy_file: None,
+            cost: l.cost.clone(),
         }
     }
 
@@ -190,6 +194,9 @@ impl Executor<'_> {
             expiry: row.expiry_before,
             status: Status::Active,
             autoprolong: false,
+            special: None,
+            cost: None,
+            pricelist_label: None,
         };
         let ev = |outcome| {
             let mut e = Event::new(self.catalog, &stored, Some(row.period), outcome);
@@ -363,7 +370,8 @@ impl Executor<'_> {
                 );
             }
         };
-        if let Some(why) = refuse(planned, &fresh) {
+        if let Some(why) = refuse(self.catalog, planned, &fresh) {
+            // The form is the truth: remembered, so the next list is resolved with it.
             self.store.update_license(&fresh, Utc::now()).await?;
             return done(base(&fresh, Outcome::Skipped).reason(why));
         }
@@ -510,17 +518,28 @@ impl Executor<'_> {
     }
 }
 
-/// Why a license re-read just before paying must not be renewed now, if it must not.
-fn refuse(planned: &License, fresh: &License) -> Option<String> {
+/// Why a license re-read just before paying must not be renewed now, if it must not. The
+/// list shows display values and the form keys: both were resolved to ids and normalised
+/// values, so a label against its key is never "changed since listing".
+fn refuse(catalog: &Catalog, planned: &License, fresh: &License) -> Option<String> {
     match fresh.status {
         Status::Active | Status::Suspended => {}
         ref s => return Some(format!("status is now {s}")),
     }
+    if let Some(special) = &fresh.special {
+        return Some(format!("status change in progress ({special})"));
+    }
     if fresh.product != planned.product {
         return Some("product changed since listing".into());
     }
-    if fresh.period != planned.period {
-        return Some("period changed since listing".into());
+    // Which period the license ran on does not change what is paid (the policy's period);
+    // only one that turned out to be a trial does.
+    if fresh.period != planned.period
+        && fresh
+            .period
+            .is_none_or(|p| catalog.is_trial(fresh.product, p))
+    {
+        return Some("period changed since listing (now a trial)".into());
     }
     if fresh.autoprolong && !planned.autoprolong {
         return Some("autoprolong turned on since listing".into());

@@ -57,6 +57,10 @@ pub struct StoredLicense {
     pub autoprolong: bool,
     /// Fell out of the listed window unrenewed and, re-read, still expired: lapsed.
     pub lapsed_since: Option<DateTime<Utc>>,
+    pub pricelist_label: Option<String>,
+    pub special: Option<String>,
+    pub cost_cents: Option<i64>,
+    pub cost_currency: Option<String>,
 }
 
 impl StoredLicense {
@@ -70,7 +74,18 @@ impl StoredLicense {
             expiry: self.expiry,
             status: Status::parse(&self.status_raw),
             autoprolong: self.autoprolong,
+            special: self.special.clone(),
+            cost: self.cost(),
+            pricelist_label: self.pricelist_label.clone(),
         }
+    }
+
+    /// The cost of one period, where the billing showed it.
+    pub fn cost(&self) -> Option<crate::domain::Money> {
+        Some(crate::domain::Money {
+            cents: self.cost_cents?,
+            currency: self.cost_currency.clone()?,
+        })
     }
 }
 
@@ -159,7 +174,7 @@ pub struct Store {
     pool: SqlitePool,
 }
 
-const LICENSE_COLS: &str = "elid, licname, ip, product, period, expiry, status, status_raw, first_seen, last_seen, gone_since, last_outcome, last_reason, last_decided, autoprolong, lapsed_since";
+const LICENSE_COLS: &str = "elid, licname, ip, product, period, expiry, status, status_raw, first_seen, last_seen, gone_since, last_outcome, last_reason, last_decided, autoprolong, lapsed_since, pricelist_label, special, cost_cents, cost_currency";
 const JOURNAL_COLS: &str = "id, elid, licname, product, period, expiry_before, state, source, created_at, finished_at, error_class, error_type, error_object, error_msg, new_expiry, cycle_id, policy_file, policy_hash";
 
 impl Store {
@@ -819,25 +834,29 @@ async fn upsert_one(
     Ok(())
 }
 
-/// Rows per multi-row upsert: 11 parameters each, well under SQLite's 32,766.
+/// Rows per multi-row upsert: 15 parameters each, well under SQLite's 32,766.
 const UPSERT_CHUNK: usize = 500;
 
 /// `INSERT … VALUES (…), … ON CONFLICT(elid) DO UPDATE …` for `rows` licenses.
 fn upsert_sql(rows: usize) -> String {
     let mut sql = String::from(
-        "INSERT INTO licenses (elid, licname, ip, product, period, expiry, status, status_raw, first_seen, last_seen, gone_since, autoprolong) VALUES ",
+        "INSERT INTO licenses (elid, licname, ip, product, period, expiry, status, status_raw, first_seen, last_seen, gone_since, autoprolong, pricelist_label, special, cost_cents, cost_currency) VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
             sql.push(',');
         }
-        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)");
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?)");
     }
     sql.push_str(
         " ON CONFLICT(elid) DO UPDATE SET licname = excluded.licname, ip = excluded.ip, product = excluded.product,
            period = excluded.period, expiry = excluded.expiry, status = excluded.status, status_raw = excluded.status_raw,
            last_seen = excluded.last_seen, gone_since = NULL, autoprolong = excluded.autoprolong,
-           lapsed_since = CASE WHEN excluded.expiry = licenses.expiry THEN licenses.lapsed_since END",
+           lapsed_since = CASE WHEN excluded.expiry = licenses.expiry THEN licenses.lapsed_since END,
+           pricelist_label = COALESCE(excluded.pricelist_label, licenses.pricelist_label),
+           special = excluded.special,
+           cost_cents = COALESCE(excluded.cost_cents, licenses.cost_cents),
+           cost_currency = COALESCE(excluded.cost_currency, licenses.cost_currency)",
     );
     sql
 }
@@ -861,6 +880,10 @@ fn bind_license<'q>(
         .bind(now)
         .bind(now)
         .bind(l.autoprolong)
+        .bind(&l.pricelist_label)
+        .bind(&l.special)
+        .bind(l.cost.as_ref().map(|c| c.cents))
+        .bind(l.cost.as_ref().map(|c| c.currency.as_str()))
 }
 
 /// Holds the per-database process lock for as long as it lives.
@@ -924,6 +947,9 @@ mod tests {
             expiry,
             status: Status::Active,
             autoprolong: false,
+            special: None,
+            cost: None,
+            pricelist_label: None,
         }
     }
 

@@ -10,7 +10,7 @@ use super::dialect::{Call, Dialect};
 use super::error::{ApiError, Error, ErrorKind, describe_transport};
 use super::xml::{self, Document, Fields};
 use crate::config::{AuthMode, BillmgrSettings};
-use crate::domain::{License, PendingLicense, Row, RowError};
+use crate::domain::{License, Money, PendingLicense, Row, RowError, Unresolved};
 use chrono::NaiveDate;
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,9 +21,22 @@ use tokio::sync::Mutex;
 #[derive(Clone, Debug, Default)]
 pub struct Listing {
     pub licenses: Vec<License>,
+    /// 5/6 rows whose product or period the list does not give as a number: the caller
+    /// resolves them (catalog names, remembered forms, `soft.edit`) before planning.
+    pub unresolved: Vec<Unresolved>,
     /// Ordered licenses not active yet (no expiry): shown, never planned.
     pub pending: Vec<PendingLicense>,
     pub bad_rows: Vec<RowError>,
+    /// The row count the server announced (5/6 `p_elems`), when it did.
+    pub total: Option<usize>,
+}
+
+/// The account's balance as the billing shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Balance {
+    pub amount: Money,
+    /// `whoami` or `dashboard.info`.
+    pub source: &'static str,
 }
 
 /// The answer to an IP availability check: the server accepted the combination; any data it
@@ -31,6 +44,14 @@ pub struct Listing {
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct IpCheck {
     pub fields: Vec<(String, String)>,
+}
+
+/// A free preview of a renewal (5/6).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Preview {
+    pub new_expiry: Option<NaiveDate>,
+    /// The price of the period, as the form's period list shows it.
+    pub cost: Option<Money>,
 }
 
 /// The answer to a renewal the server confirmed.
@@ -55,7 +76,9 @@ pub struct Client {
     http: reqwest::Client,
     cfg: BillmgrSettings,
     password: SecretString,
-    dialect: Dialect,
+    /// The generation: pinned by the config, or detected on the first call (`api = "auto"`).
+    dialect: std::sync::OnceLock<Dialect>,
+    detecting: Mutex<()>,
     session: Mutex<Option<SecretString>>,
     /// Set after the server refused a login: no further request is made by this client.
     auth_refused: AtomicBool,
@@ -91,11 +114,16 @@ impl Client {
             .user_agent(concat!("licrenew/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::new("init", None, ErrorKind::Invalid(describe_transport(e))))?;
+        let dialect = std::sync::OnceLock::new();
+        if let Some(api) = cfg.api {
+            let _ = dialect.set(Dialect(api));
+        }
         Ok(Client {
             http,
             cfg: cfg.clone(),
             password,
-            dialect: Dialect(cfg.api),
+            dialect,
+            detecting: Mutex::new(()),
             session: Mutex::new(None),
             auth_refused: AtomicBool::new(false),
             metrics: None,
@@ -113,8 +141,49 @@ impl Client {
         self.cfg.auth == AuthMode::Session
     }
 
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
+    /// The generation when it is known (pinned, or detected earlier), without a call.
+    pub fn dialect(&self) -> Option<Dialect> {
+        self.dialect.get().copied()
+    }
+
+    /// The generation, detected on the first call of the process under `api = "auto"`: one
+    /// row of the 5/6 list (`soft`, `p_cnt=1`); an unknown-function answer means BILLmanager 4.
+    pub async fn generation(&self) -> Result<Dialect, Error> {
+        if let Some(d) = self.dialect.get() {
+            return Ok(*d);
+        }
+        let _one = self.detecting.lock().await;
+        if let Some(d) = self.dialect.get() {
+            return Ok(*d);
+        }
+        let probe = Dialect::probe();
+        let detected = match self.call_rows(&probe, Kind::Read, &mut |_| {}).await {
+            Ok(_) => Dialect(crate::config::Api::Billmgr5),
+            Err(e) if e.is_auth() => return Err(e),
+            // `missed` (the function), or a BILLmanager 4 numeric error without a type.
+            Err(e)
+                if e.is_missed()
+                    || e.api().is_some_and(|a| {
+                        a.kind.starts_with("code ") || a.object.as_deref() == Some("func")
+                    }) =>
+            {
+                Dialect(crate::config::Api::Billmgr4)
+            }
+            Err(e) if e.api().is_some() => {
+                return Err(Error::new(
+                    "soft",
+                    None,
+                    ErrorKind::Unexpected(format!(
+                        "cannot tell the API generation from the answer to `soft` ({e}): set billmgr.api to \"billmgr4\" or \"billmgr5\""
+                    )),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        let _ = self.dialect.set(detected);
+        tracing::info!(event = "api_detected", api = detected.name(), url = %self.cfg.url.as_str(),
+            "API generation detected");
+        Ok(detected)
     }
 
     /// Lists licenses. With a window, only those whose expiry falls inside it: BILLmanager 4
@@ -122,52 +191,133 @@ impl Client {
     /// filter, so every page is read and filtered here. Without a window, all of them (the
     /// saved filter is cleared first, since the server keeps it per user).
     pub async fn list(&self, window: Option<(NaiveDate, NaiveDate)>) -> Result<Listing, Error> {
-        if !self.dialect.has_server_filter() {
-            let mut listing = self.list_pages().await?;
+        let dialect = self.generation().await?;
+        if !dialect.has_server_filter() {
+            self.reset_saved_filter(dialect).await?;
+            let mut listing = self.list_pages(dialect).await?;
             if let Some((from, to)) = window {
                 listing
                     .licenses
                     .retain(|l| l.expiry >= from && l.expiry <= to);
+                listing
+                    .unresolved
+                    .retain(|u| u.license.expiry >= from && u.license.expiry <= to);
             }
             return Ok(listing);
         }
-        self.call_ok(&self.dialect.set_filter(window), Kind::Read)
+        self.call_ok(&dialect.set_filter(window), Kind::Read)
             .await?;
-        let listing = self.list_pages().await;
+        let listing = self.list_pages(dialect).await;
         if window.is_some()
-            && let Err(e) = self
-                .call_ok(&self.dialect.set_filter(None), Kind::Read)
-                .await
+            && let Err(e) = self.call_ok(&dialect.set_filter(None), Kind::Read).await
         {
             tracing::warn!(error = %e, "could not clear the saved license filter");
         }
         listing
     }
 
+    /// BILLmanager 5/6 keeps list filters per account: one saved in the panel silently hides
+    /// licenses from API lists. Resets it the way the panel does: read the filter form, submit
+    /// every field empty. A server without `soft.filter` is fine (a debug line).
+    async fn reset_saved_filter(&self, dialect: Dialect) -> Result<(), Error> {
+        let Some(form) = dialect.filter_form() else {
+            return Ok(());
+        };
+        let doc = match self.call_rows(&form, Kind::Read, &mut |_| {}).await {
+            Ok(doc) => doc,
+            Err(e) if e.is_auth() => return Err(e),
+            Err(e) if e.api().is_some() => {
+                tracing::debug!(error = %e, "no list filter to reset (soft.filter refused)");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the saved list filter; listing anyway");
+                return Ok(());
+            }
+        };
+        const NOT_FILTER_FIELDS: &[&str] = &[
+            "func",
+            "out",
+            "lang",
+            "sok",
+            "elid",
+            "p_cnt",
+            "p_num",
+            "p_elems",
+            "page",
+            "clicked_button",
+            "progressid",
+            "snext",
+            "sback",
+            "auth",
+            "authinfo",
+            "username",
+        ];
+        let mut fields: Vec<String> = doc
+            .fields
+            .0
+            .iter()
+            .map(|(k, _)| k.clone())
+            .filter(|k| !NOT_FILTER_FIELDS.contains(&k.as_str()))
+            .collect();
+        fields.dedup();
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let set = doc.fields.0.iter().any(|(k, v)| {
+            fields.contains(k) && !v.raw().trim().is_empty() && v.raw().trim() != "null"
+        });
+        if let Err(e) = self
+            .call_rows(&dialect.reset_filter(&fields), Kind::Read, &mut |_| {})
+            .await
+        {
+            if e.is_auth() {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "could not reset the saved list filter; listing anyway");
+        } else if set {
+            tracing::warn!(
+                event = "filter_reset",
+                "a list filter saved in the panel was reset: it hid licenses from licrenew"
+            );
+        }
+        Ok(())
+    }
+
     /// Reads the list, page after page where the generation pages it, until `p_elems` rows
     /// were seen (or a page comes back empty).
-    async fn list_pages(&self) -> Result<Listing, Error> {
+    async fn list_pages(&self, dialect: Dialect) -> Result<Listing, Error> {
         /// A bound on pages, so a server that ignores `p_num` cannot keep us here.
         const MAX_PAGES: usize = 10_000;
-        let dialect = self.dialect;
         let mut listing = Listing::default();
         let mut rows_seen = 0usize;
         let mut seen = std::collections::HashSet::new();
         let mut page = 1;
         loop {
             let call = dialect.list(page);
-            let before = listing.licenses.len();
+            let mut first_elid: Option<i64> = None;
+            let mut elids: Vec<i64> = Vec::new();
             let doc = self
-                .call_rows(
-                    &call,
-                    Kind::Read,
-                    &mut |row: Fields| match dialect.license(&row) {
+                .call_rows(&call, Kind::Read, &mut |row: Fields| {
+                    let parsed = dialect.license(&row);
+                    let elid = match &parsed {
+                        Some(Row::License(l)) => Some(l.elid),
+                        Some(Row::Unresolved(u)) => Some(u.license.elid),
+                        Some(Row::Pending(p)) => Some(p.elid),
+                        _ => None,
+                    };
+                    if let Some(e) = elid {
+                        first_elid.get_or_insert(e);
+                        elids.push(e);
+                    }
+                    match parsed {
                         Some(Row::License(l)) => listing.licenses.push(l),
+                        Some(Row::Unresolved(u)) => listing.unresolved.push(u),
                         Some(Row::Pending(p)) => listing.pending.push(p),
                         Some(Row::Bad(e)) => listing.bad_rows.push(e),
                         None => {}
-                    },
-                )
+                    }
+                })
                 .await?;
             if doc.rows == 0 && doc.ok.is_some() {
                 return Err(Error::new(
@@ -186,9 +336,10 @@ impl Client {
                 .fields
                 .get("p_elems")
                 .and_then(|v| v.parse::<usize>().ok());
+            listing.total = total.or(listing.total);
             // A server that ignores p_num answers page 1 again: its first row was seen before.
-            if let Some(first) = listing.licenses.get(before)
-                && !seen.insert(first.elid)
+            if let Some(first) = first_elid
+                && seen.contains(&first)
             {
                 return Err(Error::new(
                     call.func,
@@ -198,12 +349,7 @@ impl Client {
                     )),
                 ));
             }
-            seen.extend(
-                listing.licenses[before.min(listing.licenses.len())..]
-                    .iter()
-                    .skip(1)
-                    .map(|l| l.elid),
-            );
+            seen.extend(elids);
             // Go on while the server says there are more rows; without a total, while pages
             // come back full. Whatever page size the server really uses.
             let more = doc.rows > 0
@@ -228,6 +374,7 @@ impl Client {
                 break;
             }
             page += 1;
+            crate::systemd::alive();
         }
         for bad in &listing.bad_rows {
             tracing::warn!(row = %bad, "skipped a license row that does not parse");
@@ -235,22 +382,33 @@ impl Client {
         Ok(listing)
     }
 
-    /// The new expiry a renewal would give, where the API previews it for free (5/6
-    /// `service.prolong` without `sok`); `Ok(None)` where it does not.
-    pub async fn preview_renew(&self, elid: i64, period: i64) -> Result<Option<NaiveDate>, Error> {
-        let Some(call) = self.dialect.preview_renew(elid, period) else {
+    /// What a renewal would give, where the API previews it for free (5/6 `service.prolong`
+    /// without `sok`): the new expiry, and the price of the period when the form shows it
+    /// (its period list reads "9.00 EUR per month"). `Ok(None)` where there is no preview.
+    pub async fn preview_renew(&self, elid: i64, period: i64) -> Result<Option<Preview>, Error> {
+        let dialect = self.generation().await?;
+        let Some(call) = dialect.preview_renew(elid, period) else {
             return Ok(None);
         };
         let doc = self.call_ok_or_data(&call, Kind::Read).await?;
-        Ok(doc
-            .fields
-            .get("newexpiredate")
-            .and_then(crate::domain::parse_date))
+        let cost = doc
+            .options
+            .iter()
+            .find(|(list, key, _)| list == "period" && key == &period.to_string())
+            .and_then(|(_, _, text)| Money::parse(text, None));
+        Ok(Some(Preview {
+            new_expiry: doc
+                .fields
+                .get("newexpiredate")
+                .and_then(crate::domain::parse_date),
+            cost,
+        }))
     }
 
-    /// Reads one license.
+    /// Reads one license. Under 5/6 its form carries the numeric tariff the list may not.
     pub async fn view(&self, elid: i64) -> Result<License, Error> {
-        let call = self.dialect.view(elid);
+        let dialect = self.generation().await?;
+        let call = dialect.view(elid);
         let mut doc = self.call_ok_or_data(&call, Kind::Read).await?;
         if doc.fields.get("id").is_none() && doc.fields.get("elid").is_none() {
             // A form may omit the id; the elid asked for is the license.
@@ -262,34 +420,37 @@ impl Client {
                 },
             ));
         }
-        match self.dialect.license(&doc.fields) {
-            Some(Row::License(l)) if l.elid == elid => Ok(l),
-            Some(Row::Pending(_)) => Err(Error::new(
+        let unexpected = |msg: String| {
+            Err(Error::new(
                 call.func,
                 Some(elid),
-                ErrorKind::Unexpected(format!(
+                ErrorKind::Unexpected(msg),
+            ))
+        };
+        let license = match dialect.license(&doc.fields) {
+            Some(Row::License(l)) => l,
+            Some(Row::Unresolved(u)) if u.product_known => u.license,
+            Some(Row::Unresolved(u)) => {
+                return unexpected(format!(
+                    "the form of license {elid} names its tariff {:?} but no tariff id",
+                    u.license.pricelist_label.unwrap_or_default()
+                ));
+            }
+            Some(Row::Pending(_)) => {
+                return unexpected(format!(
                     "license {elid} is ordered and not active yet: it has no expiry"
-                )),
-            )),
-            Some(Row::License(l)) => Err(Error::new(
-                call.func,
-                Some(elid),
-                ErrorKind::Unexpected(format!(
-                    "asked for license {elid}, the answer is license {}",
-                    l.elid
-                )),
-            )),
-            Some(Row::Bad(e)) => Err(Error::new(
-                call.func,
-                Some(elid),
-                ErrorKind::Unexpected(e.reason),
-            )),
-            None => Err(Error::new(
-                call.func,
-                Some(elid),
-                ErrorKind::Unexpected("the answer has no expiredate: not a license".into()),
-            )),
+                ));
+            }
+            Some(Row::Bad(e)) => return unexpected(e.reason),
+            None => return unexpected("the answer has no expiredate: not a license".into()),
+        };
+        if license.elid != elid {
+            return unexpected(format!(
+                "asked for license {elid}, the answer is license {}",
+                license.elid
+            ));
         }
+        Ok(license)
     }
 
     /// Orders a new license (paid). Returns its id when the answer carries one.
@@ -300,9 +461,10 @@ impl Client {
         licname: &str,
         ip: &str,
     ) -> Result<Option<i64>, Error> {
-        let call = self.dialect.order(product, period, licname, ip);
+        let dialect = self.generation().await?;
+        let call = dialect.order(product, period, licname, ip);
         let doc = self.call_ok_or_data(&call, Kind::Write).await?;
-        let id = self.dialect.ordered_id(&doc);
+        let id = dialect.ordered_id(&doc);
         if id.is_none() && doc.ok.is_none() {
             return Err(Error::new(
                 call.func,
@@ -313,9 +475,11 @@ impl Client {
         Ok(id)
     }
 
-    /// Asks whether a license of this product/period can be bound to `ip`.
+    /// Asks whether a license of this product/period can be bound to `ip`. Any `<error>` means
+    /// "not available" (an `Err` with the server's reason); any other answer means available.
     pub async fn check_ip(&self, product: i64, period: i64, ip: &str) -> Result<IpCheck, Error> {
-        let call = self.dialect.check_ip(product, period, ip);
+        let dialect = self.generation().await?;
+        let call = dialect.check_ip(product, period, ip);
         let doc = self.call_ok_or_data(&call, Kind::Read).await?;
         Ok(IpCheck {
             fields: doc
@@ -327,7 +491,9 @@ impl Client {
         })
     }
 
-    /// Changes a license's name and/or IP.
+    /// Changes a license's name and/or IP. BILLmanager 5/6 may answer the saved form (possibly
+    /// one `<doc>` down) without `<ok/>`: that is success when there is no `<error>` and the
+    /// fields show the change; when the answer shows neither, the license is read again.
     pub async fn edit(
         &self,
         elid: i64,
@@ -341,13 +507,37 @@ impl Client {
                 ErrorKind::Invalid("nothing to change: give a new name and/or IP".into()),
             ));
         }
-        let call = self.dialect.edit(elid, licname, ip);
-        self.call_ok(&call, Kind::Write).await.map(|_| ())
+        let dialect = self.generation().await?;
+        let call = dialect.edit(elid, licname, ip);
+        let doc = self.call_ok_or_data(&call, Kind::Write).await?;
+        if doc.ok.is_some() {
+            return Ok(());
+        }
+        let shows = |fields: &Fields| {
+            licname.is_none_or(|n| fields.get("licname") == Some(n.trim()))
+                && ip.is_none_or(|i| fields.get("ip") == Some(i.trim()))
+        };
+        let answered = doc.fields.has("licname") || doc.fields.has("ip");
+        if answered && shows(&doc.fields) {
+            return Ok(());
+        }
+        // Neither `<ok/>` nor the fields: read the license to see whether the change is there.
+        let now = self.view(elid).await?;
+        if licname.is_none_or(|n| now.licname == n.trim()) && ip.is_none_or(|i| now.ip == i.trim())
+        {
+            return Ok(());
+        }
+        Err(Error::new(
+            call.func,
+            Some(elid),
+            ErrorKind::Unexpected("no <ok/>, and the license does not show the change".into()),
+        ))
     }
 
     /// Renews a license for `period` (paid). Sent exactly once.
     pub async fn renew(&self, elid: i64, period: i64) -> Result<Renewed, Error> {
-        let call = self.dialect.renew(elid, period);
+        let dialect = self.generation().await?;
+        let call = dialect.renew(elid, period);
         let doc = self.call_ok_or_data(&call, Kind::Write).await?;
         let new_expiry = doc
             .fields
@@ -364,6 +554,52 @@ impl Client {
             new_expiry,
             confirmed: doc.ok.is_some(),
         })
+    }
+
+    /// The account's balance (5/6): `whoami` (`<user balance= currency=>`), else the
+    /// `realbalance` of `dashboard.info`. `Ok(None)` under BILLmanager 4 or when neither shows it.
+    pub async fn balance(&self) -> Result<Option<Balance>, Error> {
+        let dialect = self.generation().await?;
+        if !dialect.is_paged() {
+            return Ok(None);
+        }
+        let [whoami, dashboard] = dialect.balance_calls();
+        match self.call_ok_or_data(&whoami, Kind::Read).await {
+            Ok(doc) => {
+                if let Some(amount) = doc.attr("user", "balance").and_then(|b| {
+                    Money::parse(b, Some(doc.attr("user", "currency").unwrap_or("?")))
+                }) {
+                    return Ok(Some(Balance {
+                        amount,
+                        source: "whoami",
+                    }));
+                }
+            }
+            Err(e) if e.is_auth() => return Err(e),
+            Err(e) => tracing::debug!(error = %e, "whoami gave no balance"),
+        }
+        let mut rows = Vec::new();
+        match self
+            .call_rows(&dashboard, Kind::Read, &mut |r| rows.push(r))
+            .await
+        {
+            Ok(doc) => Ok(rows
+                .iter()
+                .chain(std::iter::once(&doc.fields))
+                .find_map(|r| {
+                    r.non_empty("realbalance")
+                        .and_then(|b| Money::parse(b, None))
+                })
+                .map(|amount| Balance {
+                    amount,
+                    source: "dashboard.info",
+                })),
+            Err(e) if e.is_auth() => Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "dashboard.info gave no balance");
+                Ok(None)
+            }
+        }
     }
 
     /// Logs in once (`func=auth`) to prove the credentials work, in either auth mode.
@@ -463,6 +699,7 @@ impl Client {
         }
         let mut form: Vec<(&str, &str)> = vec![("out", "xml"), ("lang", "en"), ("func", call.func)];
         form.extend(call.params.iter().map(|(k, v)| (*k, v.as_str())));
+        form.extend(call.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let authinfo;
         let sid;
         match self.cfg.auth {
@@ -620,7 +857,17 @@ impl Client {
             return Err(fail(ErrorKind::TooLarge(self.cfg.max_body)));
         }
         let body = self.read_body(resp).await.map_err(fail)?;
-        let doc = xml::parse_with(&body, on_row).map_err(|e| fail(ErrorKind::Xml(e)))?;
+        let mut doc = xml::parse_with(&body, on_row).map_err(|e| fail(ErrorKind::Xml(e)))?;
+        if doc.error.is_none() && doc.fields.has("authfail") {
+            // BILLmanager 4 refuses a login with `<doc><authfail/></doc>` (REG.RU's client
+            // checks for it), not an `<error>`: the same refusal as `type="auth"`.
+            doc.error = Some(xml::RawError {
+                kind: Some("auth".into()),
+                object: Some("authfail".into()),
+                msg: Some("login refused (authfail)".into()),
+                ..xml::RawError::default()
+            });
+        }
         tracing::debug!(
             func,
             elid,

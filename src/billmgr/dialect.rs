@@ -6,7 +6,9 @@
 
 use super::xml::Fields;
 use crate::config::Api;
-use crate::domain::{License, PendingLicense, Row, RowError, Status, parse_date};
+use crate::domain::{
+    License, Money, PendingLicense, Row, RowError, Status, Unresolved, parse_date,
+};
 use chrono::NaiveDate;
 
 /// One request: a function and its parameters (without `out`, `lang` and credentials).
@@ -15,6 +17,8 @@ pub struct Call {
     pub func: &'static str,
     pub elid: Option<i64>,
     pub params: Vec<(&'static str, String)>,
+    /// Parameters whose names come from the server (the fields of a form read back).
+    pub extra: Vec<(String, String)>,
 }
 
 impl Call {
@@ -23,6 +27,7 @@ impl Call {
             func,
             elid: None,
             params: Vec::new(),
+            extra: Vec::new(),
         }
     }
     fn elid(mut self, elid: i64) -> Call {
@@ -48,6 +53,39 @@ pub const PAGE_SIZE: usize = 1000;
 impl Dialect {
     fn v5(&self) -> bool {
         self.0 == Api::Billmgr5
+    }
+
+    pub fn api(&self) -> Api {
+        self.0
+    }
+
+    /// The generation's name as configured (`billmgr4`, `billmgr5`).
+    pub fn name(&self) -> &'static str {
+        if self.v5() { "billmgr5" } else { "billmgr4" }
+    }
+
+    /// The first call of a process under `api = "auto"`: one row of the 5/6 list. BILLmanager 4
+    /// answers it with an unknown-function error.
+    pub fn probe() -> Call {
+        Call::new("soft").p("p_cnt", 1).p("p_num", 1)
+    }
+
+    /// The saved 5/6 list filter's form (read, to learn its fields), `None` under 4.
+    pub fn filter_form(&self) -> Option<Call> {
+        self.v5().then(|| Call::new("soft.filter"))
+    }
+
+    /// Submits the 5/6 list filter with every field of its form empty: what the panel's
+    /// "reset" does. A filter saved in the panel would otherwise hide licenses from the list.
+    pub fn reset_filter(&self, fields: &[String]) -> Call {
+        let mut c = Call::new("soft.filter");
+        c.extra = fields.iter().map(|f| (f.clone(), String::new())).collect();
+        c.sok()
+    }
+
+    /// The account's balance: `whoami` (attributes of `<user>`), else `dashboard.info`.
+    pub fn balance_calls(&self) -> [Call; 2] {
+        [Call::new("whoami"), Call::new("dashboard.info")]
     }
 
     /// Whether the server filters the list by expiry (`software.filter`, BILLmanager 4 only).
@@ -119,10 +157,12 @@ impl Dialect {
 
     pub fn check_ip(&self, product: i64, period: i64, ip: &str) -> Call {
         if self.v5() {
+            // `sok` as JBS sends it; the answer is read the same way with or without it.
             Call::new("soft.checkip")
                 .p("pricelist", product)
                 .p("period", period)
                 .p("ip", ip)
+                .sok()
         } else {
             Call::new("software.licinfo")
                 .p("price", product)
@@ -197,6 +237,15 @@ impl Dialect {
         );
         let licname = row.get("licname").unwrap_or_default().to_owned();
         let ip = row.get("ip").unwrap_or_default().to_owned();
+        // 5/6: `expiredate` may be a label for services billed by the day; the real date is
+        // then in `real_expiredate`.
+        let raw_exp = raw_exp.filter(|d| parse_date(d).is_some()).or_else(|| {
+            (self.v5())
+                .then(|| row.non_empty("real_expiredate"))
+                .flatten()
+                .filter(|d| parse_date(d).is_some())
+                .or(raw_exp)
+        });
         let Some(raw_exp) = raw_exp else {
             if status == Status::Ordered {
                 return Some(Row::Pending(PendingLicense {
@@ -211,29 +260,70 @@ impl Dialect {
         let Some(expiry) = parse_date(raw_exp) else {
             return Some(bad(format!("expiredate {raw_exp:?} is not YYYY-MM-DD")));
         };
-        let product_field = if self.v5() { "pricelist" } else { "price" };
-        let raw_price = row.get(product_field).unwrap_or_default();
-        let Ok(product) = raw_price.parse::<i64>() else {
-            return Some(bad(format!(
-                "{product_field} {raw_price:?} is not a number"
-            )));
+        if !self.v5() {
+            let raw_price = row.get("price").unwrap_or_default();
+            let Ok(product) = raw_price.parse::<i64>() else {
+                return Some(bad(format!("price {raw_price:?} is not a number")));
+            };
+            return Some(Row::License(License {
+                elid,
+                licname,
+                ip,
+                product,
+                period: row.get("period").and_then(|p| p.parse::<i64>().ok()),
+                expiry,
+                status,
+                autoprolong: false,
+                special: None,
+                cost: None,
+                pricelist_label: None,
+            }));
+        }
+        // 5/6 lists show the tariff's display name in `pricelist` and its id in
+        // `pricelist_id` (when at all); forms show the id in `pricelist`.
+        let number = |k: &str| {
+            row.non_empty(k)
+                .and_then(|v| v.parse::<i64>().ok())
+                .filter(|n| *n != 0)
         };
-        let period = row.get("period").and_then(|p| p.parse::<i64>().ok());
-        Some(Row::License(License {
+        let product = number("pricelist_id").or_else(|| number("pricelist"));
+        let label = row
+            .non_empty("pricelist")
+            .filter(|v| v.parse::<i64>().is_err())
+            .or_else(|| row.non_empty("pricelist_name"))
+            .map(str::to_owned);
+        let period = row.non_empty("period").and_then(period_months);
+        let cost = row
+            .non_empty("item_cost")
+            .and_then(|c| Money::parse(c, row.non_empty("currency_str")))
+            .or_else(|| row.non_empty("cost").and_then(|c| Money::parse(c, None)));
+        let license = License {
             elid,
             licname,
             ip,
-            product,
+            product: product.unwrap_or(0),
             period,
             expiry,
             status,
-            autoprolong: self.v5() && autoprolong_on(row.get("autoprolong")),
-        }))
+            autoprolong: autoprolong_on(row.get("autoprolong")),
+            special: row.non_empty("special_status").map(str::to_owned),
+            cost,
+            pricelist_label: label,
+        };
+        if product.is_none() || period.is_none() {
+            return Some(Row::Unresolved(Unresolved {
+                product_known: product.is_some(),
+                period_known: period.is_some(),
+                license,
+            }));
+        }
+        Some(Row::License(license))
     }
 
-    /// The id of a newly ordered license, wherever the answer puts it.
+    /// The id of a newly ordered license, wherever the answer puts it (`id`, `elid`,
+    /// `item.id`, at the top or one `<doc>` down: the parser lifts nested fields).
     pub fn ordered_id(&self, doc: &super::xml::Document) -> Option<i64> {
-        ["id", "elid"]
+        ["id", "elid", "item.id"]
             .iter()
             .find_map(|k| doc.fields.get(k).and_then(|v| v.parse().ok()))
     }
@@ -246,9 +336,45 @@ pub fn autoprolong_on(raw: Option<&str>) -> bool {
     match raw.map(str::trim) {
         None | Some("") => false,
         Some(v) => !matches!(
-            v.to_ascii_lowercase().as_str(),
-            "0" | "off" | "no" | "none" | "null" | "false" | "disabled" | "-"
+            v.to_lowercase().as_str(),
+            "0" | "off"
+                | "no"
+                | "none"
+                | "null"
+                | "false"
+                | "disabled"
+                | "-"
+                | "отключено"
+                | "отключен"
+                | "выключено"
+                | "нет"
+                | "не продлевать"
         ),
+    }
+}
+
+/// A 5/6 `period` → months: a number (`1`, `12`, `-100` for a trial), or a label such as
+/// "1 month", "3 months", "1 year", "Trial", "1 месяц", "1 год". `None` when it is neither.
+pub fn period_months(raw: &str) -> Option<i64> {
+    let t = raw.trim().to_lowercase();
+    let t = t.strip_prefix("per ").unwrap_or(&t).trim().to_owned();
+    if let Ok(n) = t.parse::<i64>() {
+        return Some(n);
+    }
+    if t.starts_with("trial") || t.starts_with("тест") || t.starts_with("проб") {
+        return Some(-100);
+    }
+    let (num, unit) = match t.split_once(char::is_whitespace) {
+        Some((n, u)) => (n.parse::<i64>().ok()?, u.trim()),
+        // "month" / "year" alone.
+        None => (1, t.as_str()),
+    };
+    if unit.starts_with("month") || unit.starts_with("мес") {
+        Some(num)
+    } else if unit.starts_with("year") || unit.starts_with("год") || unit.starts_with("лет") {
+        num.checked_mul(12)
+    } else {
+        None
     }
 }
 
@@ -311,6 +437,9 @@ mod tests {
         ] {
             assert!(!autoprolong_on(off), "{off:?}");
         }
+        for off in [Some("Отключено"), Some("нет"), Some("Disabled")] {
+            assert!(!autoprolong_on(off), "{off:?}");
+        }
         for on in [Some("1"), Some("12"), Some("1 month"), Some("Ежемесячно")] {
             assert!(autoprolong_on(on), "{on:?}");
         }
@@ -340,6 +469,96 @@ mod tests {
             (55227, Some(-100), true)
         );
         assert_eq!(l.status, Status::Suspended);
+    }
+
+    #[test]
+    fn billmgr5_rows_prefer_pricelist_id_and_keep_the_display_name_unresolved_otherwise() {
+        let d = Dialect(Api::Billmgr5);
+        let base = [
+            ("id", "1001"),
+            ("expiredate", "2030-01-01"),
+            ("pricelist", "ISPmanager 6 Lite"),
+            ("period", "1 month"),
+            ("autoprolong", "Отключено"),
+            ("cost", "9.00 EUR / Month"),
+        ];
+        let mut with_id = base.to_vec();
+        with_id.push(("pricelist_id", "55227"));
+        let Some(Row::License(l)) = d.license(&row(&with_id)) else {
+            panic!("pricelist_id resolves the product")
+        };
+        assert_eq!(
+            (l.product, l.period, l.autoprolong),
+            (55227, Some(1), false)
+        );
+        assert_eq!(l.pricelist_label.as_deref(), Some("ISPmanager 6 Lite"));
+        assert_eq!(l.cost.as_ref().map(Money::display), Some("9.00 EUR".into()));
+
+        let Some(Row::Unresolved(u)) = d.license(&row(&base)) else {
+            panic!("a display name alone is never a bad row")
+        };
+        assert!(!u.product_known && u.period_known);
+        assert_eq!(
+            u.license.pricelist_label.as_deref(),
+            Some("ISPmanager 6 Lite")
+        );
+
+        let mut no_period = with_id.clone();
+        no_period.retain(|(k, _)| *k != "period");
+        let Some(Row::Unresolved(u)) = d.license(&row(&no_period)) else {
+            panic!("a missing period is resolved from the form")
+        };
+        assert!(u.product_known && !u.period_known);
+    }
+
+    #[test]
+    fn billmgr5_rows_fall_back_to_real_expiredate_and_read_special_status() {
+        let d = Dialect(Api::Billmgr5);
+        let Some(Row::License(l)) = d.license(&row(&[
+            ("id", "7"),
+            ("expiredate", "daily"),
+            ("real_expiredate", "2030-02-03"),
+            ("pricelist", "55227"),
+            ("period", "12"),
+            ("special_status", "Scheduled for deletion"),
+        ])) else {
+            panic!("a license")
+        };
+        assert_eq!(l.expiry, NaiveDate::from_ymd_opt(2030, 2, 3).expect("date"));
+        assert_eq!(l.special.as_deref(), Some("Scheduled for deletion"));
+    }
+
+    #[test]
+    fn periods_read_as_months_from_numbers_and_labels() {
+        for (raw, want) in [
+            ("1", Some(1)),
+            ("-100", Some(-100)),
+            ("1 month", Some(1)),
+            ("3 months", Some(3)),
+            ("1 year", Some(12)),
+            ("2 years", Some(24)),
+            ("Trial", Some(-100)),
+            ("1 месяц", Some(1)),
+            ("1 год", Some(12)),
+            ("per month", Some(1)),
+            ("soon", None),
+        ] {
+            assert_eq!(period_months(raw), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn an_order_answer_names_its_id_as_id_elid_or_item_id() {
+        let d = Dialect(Api::Billmgr5);
+        for body in [
+            "<doc><id>1006</id></doc>",
+            "<doc><elid>1006</elid></doc>",
+            "<doc><item.id>1006</item.id></doc>",
+            "<doc><doc><item.id>1006</item.id></doc></doc>",
+        ] {
+            let (doc, _) = crate::billmgr::xml::parse(body.as_bytes()).expect("parses");
+            assert_eq!(d.ordered_id(&doc), Some(1006), "{body}");
+        }
     }
 
     #[test]

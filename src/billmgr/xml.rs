@@ -99,6 +99,9 @@ pub struct Document {
     pub attrs: Vec<(String, String, String)>,
     /// Number of `<elem>` rows seen.
     pub rows: usize,
+    /// The choices of a form's select lists: `(list name, key, text)` from
+    /// `<slist name="period"><val key="1">9.00 EUR per month</val></slist>`.
+    pub options: Vec<(String, String, String)>,
 }
 
 impl Document {
@@ -260,6 +263,7 @@ impl<'a> Parser<'a> {
                             self.read_error(&mut err)?;
                             self.doc.error.get_or_insert(err);
                         }
+                        "slist" => self.read_slist(&e)?,
                         "ok" => {
                             let v = self.read_simple(&e)?;
                             self.doc
@@ -305,6 +309,37 @@ impl<'a> Parser<'a> {
                     return Ok(());
                 }
                 _ => {} // text directly inside <doc>, comments, references: noise
+            }
+        }
+    }
+
+    /// Reads a `<slist name="…">` whose start tag was just pushed: its `<val key>` (or
+    /// `<msg key>`) children become options.
+    fn read_slist(&mut self, e: &BytesStart<'_>) -> Result<(), XmlError> {
+        /// A form's list is short; a hostile one must not grow without bound.
+        const MAX_OPTIONS: usize = 1000;
+        let list = attr(e, "name").unwrap_or_default();
+        loop {
+            match self.next()? {
+                Event::Start(c) => {
+                    let name = c.name().as_ref().to_owned();
+                    self.push(&name)?;
+                    let key = attr(&c, "key");
+                    let text = self.read_text_skipping_children()?;
+                    if let Some(key) = key
+                        && matches!(name.as_str(), "val" | "msg")
+                        && self.doc.options.len() < MAX_OPTIONS
+                    {
+                        self.doc
+                            .options
+                            .push((list.clone(), key, text.trim().to_owned()));
+                    }
+                }
+                Event::End(_) => {
+                    self.stack.pop();
+                    return Ok(());
+                }
+                _ => {}
             }
         }
     }
@@ -419,6 +454,8 @@ impl<'a> Parser<'a> {
     }
 
     fn read_error(&mut self, err: &mut RawError) -> Result<(), XmlError> {
+        // BILLmanager 4 puts the text of a code-1 error in the element itself.
+        let mut own_text = String::new();
         loop {
             match self.next()? {
                 Event::Start(c) => {
@@ -436,9 +473,17 @@ impl<'a> Parser<'a> {
                 }
                 Event::End(_) => {
                     self.stack.pop();
+                    let own = own_text.trim();
+                    if err.msg.is_none() && !own.is_empty() {
+                        err.msg = Some(own.chars().take(super::error::MAX_MSG).collect());
+                    }
                     return Ok(());
                 }
-                _ => {}
+                ev => {
+                    if own_text.len() < super::error::MAX_MSG {
+                        append_text(&mut own_text, ev);
+                    }
+                }
             }
         }
     }
@@ -458,7 +503,8 @@ fn attr(e: &BytesStart<'_>, name: &str) -> Option<String> {
 fn error_attrs(e: &BytesStart<'_>) -> RawError {
     RawError {
         kind: attr(e, "type"),
-        object: attr(e, "object"),
+        // BILLmanager 4 names the object of a numeric error in `obj`.
+        object: attr(e, "object").or_else(|| attr(e, "obj")),
         code: attr(e, "code"),
         val: attr(e, "val"),
         ..RawError::default()

@@ -589,6 +589,9 @@ mod tests {
             expiry: NaiveDate::from_ymd_opt(2025, 3, 1).expect("date"),
             status: Status::Active,
             autoprolong: false,
+            special: None,
+            cost: None,
+            pricelist_label: None,
         }
     }
 

@@ -246,6 +246,10 @@ impl Context<'_> {
         if let Some(reason) = status_reason {
             return Action::skip(license, reason);
         }
+        // 1b. A status change in progress (BILLmanager 6 `special_status`): never paid.
+        if let Some(special) = &license.special {
+            return Action::skip(license, format!("status change in progress ({special})"));
+        }
 
         // 2. No policy, no renewal.
         let Some(policy) = self.policies.for_product(license.product) else {
@@ -353,6 +357,9 @@ mod tests {
             expiry: day(expiry),
             status: Status::Active,
             autoprolong: false,
+            special: None,
+            cost: None,
+            pricelist_label: None,
         }
     }
 

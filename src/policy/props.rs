@@ -118,6 +118,9 @@ fn build_license(raw: &RawLicense, catalog: &Catalog) -> License {
         expiry: add_days(base(), raw.expiry),
         status,
         autoprolong: false,
+        special: None,
+        cost: None,
+        pricelist_label: None,
     }
 }
 

@@ -64,6 +64,11 @@ pub struct SimConfig {
     pub password: String,
     /// A session expires this long after its last request. Default 1 h.
     pub session_ttl: Duration,
+    /// BILLmanager 5/6 list rows without `pricelist_id`: the tariff only by its display name,
+    /// its id only in the license's form (`soft.edit`). Default false (name and id).
+    pub rows_without_pricelist_id: bool,
+    /// The account's balance in cents (BILLmanager 5/6 `whoami`). Default 1,000,000.00 EUR.
+    pub balance_cents: i64,
 }
 
 impl Default for SimConfig {
@@ -75,6 +80,8 @@ impl Default for SimConfig {
             username: "demo".to_owned(),
             password: "demo-password".to_owned(),
             session_ttl: Duration::from_secs(3600),
+            rows_without_pricelist_id: false,
+            balance_cents: 100_000_000,
         }
     }
 }
@@ -305,6 +312,45 @@ impl SimHandle {
     /// a row without `expiredate`, say.
     pub fn hide_field(&self, elid: i64, field: &str) {
         self.state().hidden.push((elid, field.to_owned()));
+    }
+
+    /// Sets (or clears) the BILLmanager 6 `special_status` of a license.
+    pub fn set_special_status(&self, elid: i64, status: Option<&str>) {
+        let mut st = self.state();
+        match status {
+            Some(s) => st.special.insert(elid, s.to_owned()),
+            None => st.special.remove(&elid),
+        };
+    }
+
+    /// Lists without `pricelist_id` from now on (or with it again).
+    pub fn set_rows_without_pricelist_id(&self, on: bool) {
+        self.state().rows_without_pricelist_id = on;
+    }
+
+    /// Names tariffs in 5/6 lists as "NAME SUFFIX" (a billing's own wording, matching no
+    /// catalog name): only the license's form then tells the tariff.
+    pub fn set_tariff_display_suffix(&self, suffix: &'static str) {
+        self.state().tariff_suffix = suffix;
+    }
+
+    /// The account's balance in cents (5/6).
+    pub fn balance(&self) -> i64 {
+        self.state().balance
+    }
+
+    pub fn set_balance(&self, cents: i64) {
+        self.state().balance = cents;
+    }
+
+    /// Saves a 5/6 list filter for `user`, as the panel would: later `soft` lists show only
+    /// rows whose `field` equals `value`, until the filter is reset.
+    pub fn save_list_filter(&self, user: &str, field: &str, value: &str) {
+        self.state()
+            .saved_filters
+            .entry(user.to_owned())
+            .or_default()
+            .push((field.to_owned(), value.to_owned()));
     }
 
     /// Removes one license (the account no longer has it: `missed`).

@@ -92,6 +92,16 @@ pub(crate) struct State {
     pub(crate) faults: Vec<Fault>,
     /// `(elid, field)` pairs left out of what the simulator writes about that license.
     pub(crate) hidden: Vec<(i64, String)>,
+    /// BILLmanager 6 `special_status` of licenses (a status change in progress).
+    pub(crate) special: HashMap<i64, String>,
+    /// 5/6 list rows carry no `pricelist_id` (the tariff id only in `soft.edit`).
+    pub(crate) rows_without_pricelist_id: bool,
+    /// Words after a tariff's name in 5/6 lists (a billing's own naming).
+    pub(crate) tariff_suffix: &'static str,
+    /// The account balance in cents (5/6 `whoami`); a paid call that costs more is refused.
+    pub(crate) balance: i64,
+    /// 5/6 list filters saved per user: `(field, value)` pairs a row must match.
+    pub(crate) saved_filters: HashMap<String, Vec<(String, String)>>,
     pub(crate) paid_by_elid: HashMap<i64, u32>,
     pub(crate) paid_total: u32,
     /// Orders/renewals put into the cart unpaid (5/6 only).
@@ -124,6 +134,11 @@ impl State {
             filters: HashMap::new(),
             faults: Vec::new(),
             hidden: Vec::new(),
+            special: HashMap::new(),
+            rows_without_pricelist_id: cfg.rows_without_pricelist_id,
+            tariff_suffix: "",
+            balance: cfg.balance_cents,
+            saved_filters: HashMap::new(),
             paid_by_elid: HashMap::new(),
             paid_total: 0,
             cart_calls: 0,
@@ -212,6 +227,9 @@ impl State {
             (SimApi::Billmgr5, "soft.order.param") => self.soft_order(p, &user, today),
             (SimApi::Billmgr5, "soft.checkip") => self.soft_checkip(p, &user),
             (SimApi::Billmgr5, "service.prolong") => self.prolong(p, &user, today),
+            (SimApi::Billmgr5, "soft.filter") => Ok(self.soft_filter(p, &user)),
+            (SimApi::Billmgr5, "whoami") => Ok(self.whoami(p, &user)),
+            (SimApi::Billmgr5, "dashboard.info") => Ok(self.dashboard_info(p, &user)),
             _ => Err(ApiError::missed("func", &func)),
         };
         answer.unwrap_or_else(|e| self.error_doc(&e, p, &func, Some(&user)))
@@ -239,7 +257,7 @@ impl State {
             let user = p.get("username").unwrap_or("");
             let pass = p.get("password").unwrap_or("");
             self.check_password(user, Some(pass))
-                .map_err(|e| self.error_doc(&e, p, func, None))?;
+                .map_err(|e| self.login_refusal(&e, p, func))?;
             let sid = format!("{:016x}{:016x}", self.rng.next_u64(), self.rng.next_u64());
             self.sessions.insert(
                 sid.clone(),
@@ -264,7 +282,7 @@ impl State {
                 None => (authinfo, None),
             };
             self.check_password(user, pass)
-                .map_err(|e| self.error_doc(&e, p, func, None))?;
+                .map_err(|e| self.login_refusal(&e, p, func))?;
             return Ok(user.to_owned());
         }
         if let Some(sid) = p.filled("auth") {
@@ -277,6 +295,17 @@ impl State {
             };
         }
         Err(self.error_doc(&ApiError::access(), p, func, None))
+    }
+
+    /// A refused login: BILLmanager 4 answers `<doc><authfail/></doc>` (REG.RU's client checks
+    /// for it), 5/6 an `<error type="auth">`.
+    fn login_refusal(&self, e: &ApiError, p: &Params, func: &str) -> String {
+        match self.api {
+            SimApi::Billmgr4 => {
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<doc><authfail/></doc>\n".to_owned()
+            }
+            SimApi::Billmgr5 => self.error_doc(e, p, func, None),
+        }
     }
 
     /// `pass` is `None` when `authinfo` had no ':' at all; that never matches.
@@ -1381,10 +1410,7 @@ mod tests {
             today(),
             Instant::now(),
         );
-        assert!(
-            bad.contains("<error type=\"auth\" object=\"badpassword\""),
-            "{bad}"
-        );
+        assert!(bad.contains("<doc><authfail/></doc>"), "{bad}");
     }
 
     #[test]
@@ -1397,21 +1423,20 @@ mod tests {
                 Instant::now(),
             )
         };
+        // BILLmanager 4 says only `<authfail/>`, bad password and lockout alike.
         for _ in 0..9 {
-            assert!(with(&mut st, "demo:wrong").contains("badpassword"));
+            assert!(with(&mut st, "demo:wrong").contains("<authfail/>"));
         }
         assert!(
-            !with(&mut st, "demo:demo-password").contains("<error"),
+            !with(&mut st, "demo:demo-password").contains("authfail"),
             "a success resets the count"
         );
         for _ in 0..10 {
-            assert!(with(&mut st, "demo:wrong").contains("badpassword"));
+            assert!(with(&mut st, "demo:wrong").contains("<authfail/>"));
         }
+        assert!(st.locked);
         let locked = with(&mut st, "demo:demo-password");
-        assert!(
-            locked.contains("<error type=\"auth\" object=\"blocklogon\""),
-            "{locked}"
-        );
+        assert!(locked.contains("<authfail/>"), "{locked}");
         let locked = st.process(
             &params(&[
                 ("func", "auth"),
@@ -1421,7 +1446,7 @@ mod tests {
             today(),
             Instant::now(),
         );
-        assert!(locked.contains("blocklogon"), "{locked}");
+        assert!(locked.contains("<authfail/>"), "{locked}");
         assert_eq!(st.login_failures, 21);
     }
 

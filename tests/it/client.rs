@@ -523,7 +523,7 @@ async fn a_refused_connection_is_known_not_sent() {
 
 fn client_v5(server: &MockServer) -> Client {
     let mut cfg = billmgr(&format!("{}{ENDPOINT}", server.uri()), AuthMode::Authinfo);
-    cfg.api = licrenew::config::Api::Billmgr5;
+    cfg.api = Some(licrenew::config::Api::Billmgr5);
     Client::new(&cfg).expect("client")
 }
 
@@ -588,7 +588,11 @@ async fn billmgr5_lists_page_by_page_and_filters_the_window_locally() {
         .iter()
         .map(|f| field(f, "func").unwrap_or("").to_owned())
         .collect();
-    assert_eq!(funcs, ["soft", "soft"], "no software.filter on 5/6");
+    assert_eq!(
+        funcs,
+        ["soft.filter", "soft", "soft"],
+        "the saved filter's form is read first (here the server has none); no software.filter on 5/6"
+    );
 }
 
 #[tokio::test]

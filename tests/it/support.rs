@@ -12,7 +12,7 @@ pub const CANARY: &str = "canary-7f3a9c-Pw";
 pub fn billmgr(url: &str, auth: AuthMode) -> BillmgrSettings {
     BillmgrSettings {
         url: url::Url::parse(url).expect("url"),
-        api: Api::Billmgr4,
+        api: Some(Api::Billmgr4),
         username: "reseller".into(),
         password: Some(SecretString::from(CANARY.to_owned())),
         auth,
@@ -184,6 +184,17 @@ level = "trace"
         std::fs::write(&self.config, text).expect("config");
         std::fs::write(self.dir.path().join("secret"), format!("{CANARY}\n"))
             .expect("password file");
+    }
+
+    /// Removes `api = …` from the config: the generation is then detected (`auto`).
+    pub fn unpin_api(&self) {
+        let text = std::fs::read_to_string(&self.config).expect("config");
+        let text: String = text
+            .lines()
+            .filter(|l| !l.starts_with("api = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&self.config, text).expect("config");
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {

@@ -96,28 +96,103 @@ fn createdate(l: &SimLicense, today: NaiveDate) -> NaiveDate {
     before.unwrap_or(l.expiredate).min(today)
 }
 
+/// How a 5/6 rendering shows a license: a list row shows display values (the tariff's name,
+/// autoprolong as a word, the status only as `item_status`), a form shows keys (the tariff id,
+/// `autoprolong` `null`/`1`/`12`, a numeric `status`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// A list row; `with_id`: the row also carries `pricelist_id`; `suffix` follows the
+    /// tariff's name (a billing's own wording of its tariffs).
+    Row {
+        with_id: bool,
+        suffix: &'static str,
+    },
+    Form,
+}
+
 /// The fields every 5/6 rendering of a license shares (row, view, saved edit).
-fn write_license(buf: &mut String, l: &SimLicense) {
+fn write_license(buf: &mut String, l: &SimLicense, shape: Shape, special: Option<&String>) {
     let (orig, text) = item_status(l.status);
+    let tariff = catalog::tariff(l.price);
+    let tariff_name = tariff.map_or("", |t| t.name);
     let _ = write!(
         buf,
-        "<id>{}</id><licname>{}</licname><ip>{}</ip><pricelist>{}</pricelist><period>{}</period>\
-         <expiredate>{}</expiredate><status>{}</status>\
-         <item_status orig=\"{}\">{text}</item_status>",
+        "<id>{}</id><licname>{}</licname><ip>{}</ip>",
         l.id,
         esc(&l.licname),
         esc(&l.ip),
-        l.price,
+    );
+    match shape {
+        Shape::Row { with_id, suffix } => {
+            let _ = write!(
+                buf,
+                "<pricelist>{}{}</pricelist>",
+                esc(tariff_name),
+                esc(suffix)
+            );
+            if with_id {
+                let _ = write!(buf, "<pricelist_id>{}</pricelist_id>", l.price);
+            }
+        }
+        Shape::Form => {
+            let _ = write!(
+                buf,
+                "<elid>{}</elid><pricelist>{}</pricelist><pricelist_name>{}</pricelist_name><status>{}</status>",
+                l.id,
+                l.price,
+                esc(tariff_name),
+                l.status
+            );
+        }
+    }
+    let _ = write!(
+        buf,
+        "<period>{}</period><expiredate>{}</expiredate><real_expiredate>{}</real_expiredate>\
+         <item_status orig=\"{}\">{text}</item_status>",
         l.period,
         l.expiredate.format("%Y-%m-%d"),
-        l.status,
+        l.expiredate.format("%Y-%m-%d"),
         esc(&orig),
     );
-    match l.autoprolong {
-        Some(m) => {
+    match (shape, l.autoprolong) {
+        (Shape::Row { .. }, Some(m)) => {
+            let _ = write!(
+                buf,
+                "<autoprolong>{}</autoprolong>",
+                esc(&catalog::months_label(i64::from(m)))
+            );
+        }
+        (Shape::Row { .. }, None) => buf.push_str("<autoprolong></autoprolong>"),
+        (Shape::Form, Some(m)) => {
             let _ = write!(buf, "<autoprolong>{m}</autoprolong>");
         }
-        None => buf.push_str("<autoprolong/>"),
+        (Shape::Form, None) => buf.push_str("<autoprolong>null</autoprolong>"),
+    }
+    if let Some(special) = special {
+        let _ = write!(buf, "<special_status>{}</special_status>", esc(special));
+    }
+}
+
+/// "month", "year", "3 months": the unit of a price display.
+fn per_label(months: i64) -> String {
+    match months {
+        1 => "month".to_owned(),
+        12 => "year".to_owned(),
+        n => catalog::months_label(n),
+    }
+}
+
+/// The fields of the 5/6 list filter form.
+const FILTER_FIELDS: &[&str] = &["licname", "ip", "pricelist", "status"];
+
+/// The value a saved filter compares for `field` of a license (`None`: not a filter field).
+fn list_field(l: &SimLicense, field: &str) -> Option<String> {
+    match field {
+        "licname" => Some(l.licname.clone()),
+        "ip" => Some(l.ip.clone()),
+        "pricelist" => Some(l.price.to_string()),
+        "status" => Some(l.status.to_string()),
+        _ => None,
     }
 }
 
@@ -204,7 +279,23 @@ impl State {
     pub(super) fn soft_list(&self, p: &Params, user: &str, today: NaiveDate) -> String {
         let p_cnt = positive(p, "p_cnt").unwrap_or(DEFAULT_PAGE);
         let p_num = positive(p, "p_num").unwrap_or(1);
-        let total = self.licenses.len();
+        // A filter saved in the panel applies to API lists too, and `p_elems` counts only what
+        // it lets through: the list looks complete.
+        let filter = self
+            .saved_filters
+            .get(user)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let shown: Vec<&SimLicense> = self
+            .licenses
+            .values()
+            .filter(|l| {
+                filter
+                    .iter()
+                    .all(|(k, v)| list_field(l, k).is_none_or(|f| &f == v))
+            })
+            .collect();
+        let total = shown.len();
         let skip = (p_num - 1).saturating_mul(p_cnt);
         let rows = p_cnt.min(total.saturating_sub(skip));
         let mut d = v5_doc(p, "soft", user, 2048 + 420 * rows);
@@ -218,13 +309,21 @@ impl State {
             "<msg name=\"expiredate\">Expires</msg><msg name=\"list_empty\">No licenses</msg></messages>",
             "<page>list</page>",
         ));
-        for l in self.licenses.values().skip(skip).take(rows) {
+        for l in shown.iter().copied().skip(skip).take(rows) {
             let start = d.buf().len();
+            let with_id = !self.rows_without_pricelist_id;
+            let suffix = self.tariff_suffix;
             let b = d.buf();
             b.push_str("<elem>");
-            write_license(b, l);
+            write_license(
+                b,
+                l,
+                Shape::Row { with_id, suffix },
+                self.special.get(&l.id),
+            );
             let cost = catalog::tariff(l.price)
                 .and_then(|t| t.cost(l.period))
+                .map(|c| format!("{c} / {}", per_label(l.period)))
                 .unwrap_or_default();
             let _ = write!(
                 b,
@@ -241,6 +340,78 @@ impl State {
         d.finish()
     }
 
+    // ---- soft.filter (the saved list filter) -------------------------------------------
+
+    /// Without `sok`: the filter form with the saved values. With `sok`: the non-empty fields
+    /// become the saved filter (all empty resets it), as the panel's filter does.
+    pub(super) fn soft_filter(&mut self, p: &Params, user: &str) -> String {
+        if p.submitted() {
+            let set: Vec<(String, String)> = FILTER_FIELDS
+                .iter()
+                .filter_map(|k| p.filled(k).map(|v| ((*k).to_owned(), v.trim().to_owned())))
+                .collect();
+            if set.is_empty() {
+                self.saved_filters.remove(user);
+            } else {
+                self.saved_filters.insert(user.to_owned(), set);
+            }
+            return v5_ok(p, "soft.filter", user);
+        }
+        let saved = self.saved_filters.get(user).cloned().unwrap_or_default();
+        let mut d = v5_doc(p, "soft.filter", user, 512);
+        for k in FILTER_FIELDS {
+            let v = saved
+                .iter()
+                .find(|(f, _)| f == k)
+                .map_or("", |(_, v)| v.as_str());
+            d.field(k, v);
+        }
+        d.finish()
+    }
+
+    // ---- whoami and dashboard.info (the balance) ---------------------------------------
+
+    /// The account, with its balance and a localized currency label in attributes of `<user>`.
+    pub(super) fn whoami(&self, p: &Params, user: &str) -> String {
+        let mut d = v5_doc(p, "whoami", user, 256);
+        let _ = write!(
+            d.buf(),
+            "<user id=\"1\" name=\"{}\" realname=\"Reseller\" balance=\"{}.{:02}\" currency=\"€\"/>",
+            esc(user),
+            self.balance / 100,
+            (self.balance % 100).abs()
+        );
+        d.finish()
+    }
+
+    /// The dashboard: one row whose `realbalance` is "123.45 EUR".
+    pub(super) fn dashboard_info(&self, p: &Params, user: &str) -> String {
+        let mut d = v5_doc(p, "dashboard.info", user, 256);
+        let _ = write!(
+            d.buf(),
+            "<elem><realbalance>{}.{:02} {}</realbalance></elem>",
+            self.balance / 100,
+            (self.balance % 100).abs(),
+            catalog::CURRENCY
+        );
+        d.finish()
+    }
+
+    /// Takes `cents` from the balance, or refuses when it does not cover them.
+    fn charge(&mut self, cents: i64) -> Result<(), ApiError> {
+        if cents > self.balance {
+            // The type of this refusal is not documented publicly: a guess, kept pessimistic.
+            return Err(ApiError::new(
+                "value",
+                Some("amount"),
+                Some(&format!("{}.{:02}", cents / 100, cents % 100)),
+                "Insufficient funds on the balance",
+            ));
+        }
+        self.balance -= cents;
+        Ok(())
+    }
+
     // ---- soft.edit (view; change name/IP) ----------------------------------------------
 
     pub(super) fn soft_edit(&mut self, p: &Params, user: &str, today: NaiveDate) -> Answer {
@@ -248,22 +419,23 @@ impl State {
             return Err(ApiError::missed("elid", p.get("elid").unwrap_or("")));
         };
         if p.submitted() {
+            // The saved form, one `<doc>` down and without `<ok/>` (as JBS handles it).
             let id = self.apply_change(p, elid, today)?;
             let l = self.find(&id.to_string())?;
             let mut d = v5_doc(p, "soft.edit", user, 768);
+            let special = self.special.get(&l.id).cloned();
             let b = d.buf();
             b.push_str("<doc>");
-            write_license(b, &l);
+            write_license(b, &l, Shape::Form, special.as_ref());
             b.push_str("</doc>");
-            d.ok();
             return Ok(d.finish());
         }
         let l = self.find(elid)?;
         let tariff = catalog::tariff(l.price);
         let mut d = v5_doc(p, "soft.edit", user, 1024);
-        write_license(d.buf(), &l);
+        let special = self.special.get(&l.id).cloned();
+        write_license(d.buf(), &l, Shape::Form, special.as_ref());
         d.field("remoteip", &l.ip)
-            .field("pricelist_name", tariff.map_or("", |t| t.name))
             .field(
                 "cost",
                 tariff.and_then(|t| t.cost(l.period)).unwrap_or_default(),
@@ -311,6 +483,12 @@ impl State {
         }
         let expiredate =
             advance(today, term).ok_or_else(|| ApiError::value("period", &period.to_string()))?;
+        let cents = tariff
+            .periods
+            .iter()
+            .find(|(m, _)| *m == period)
+            .map_or(0, |(_, c)| i64::from(*c));
+        self.charge(cents)?;
         let id = self
             .licenses
             .keys()
@@ -331,8 +509,9 @@ impl State {
             },
         );
         self.paid_total += 1;
+        // The id as JBS has read it since 2015: `item.id`.
         let mut d = v5_doc(p, "soft.order.param", user, 256);
-        d.field("id", id);
+        d.field("item.id", id);
         Ok(d.finish())
     }
 
@@ -364,22 +543,29 @@ impl State {
             return Err(ApiError::missed("elid", elid));
         }
         let old = lic.expiredate.format("%Y-%m-%d").to_string();
-        if !p.submitted() && p.filled("period").is_none() {
-            let mut d = v5_doc(p, "service.prolong", user, 512);
-            d.field("elid", lic.id)
-                .field("expiredate", &old)
-                .raw("<slist name=\"period\">");
+        // The form's period list, each with its price ("6.50 EUR per month").
+        let period_list = |d: &mut Doc| {
+            d.raw("<slist name=\"period\">");
             for m in catalog::tariff(lic.price)
                 .into_iter()
                 .flat_map(Tariff::renewal_months)
             {
+                let cost = catalog::tariff(lic.price)
+                    .and_then(|t| t.cost(m))
+                    .unwrap_or_default();
                 let _ = write!(
                     d.buf(),
-                    "<val key=\"{m}\">{}</val>",
-                    esc(&catalog::months_label(m))
+                    "<val key=\"{m}\">{} per {}</val>",
+                    esc(&cost),
+                    esc(&per_label(m))
                 );
             }
             d.raw("</slist>");
+        };
+        if !p.submitted() && p.filled("period").is_none() {
+            let mut d = v5_doc(p, "service.prolong", user, 512);
+            d.field("elid", lic.id).field("expiredate", &old);
+            period_list(&mut d);
             return Ok(d.finish());
         }
         let (months, new_expiry) = prolong_target(&lic, p.get("period").unwrap_or(""), today)?;
@@ -391,9 +577,14 @@ impl State {
             );
         };
         if !p.submitted() {
-            // A free preview: nothing changes, nothing is counted.
+            // A free preview: the form again, flat, with the new expiry for that period.
+            // Nothing changes, nothing is counted.
             let mut d = v5_doc(p, "service.prolong", user, 512);
-            nested(&mut d);
+            d.field("elid", lic.id)
+                .field("expiredate", &old)
+                .field("period", months)
+                .field("newexpiredate", new_expiry.format("%Y-%m-%d"));
+            period_list(&mut d);
             return Ok(d.finish());
         }
         if p.get("clicked_button").map(str::trim) == Some("basket") {
@@ -401,6 +592,10 @@ impl State {
             return Ok(v5_ok(p, "service.prolong", user));
         }
         let (id, old_expiry) = (lic.id, lic.expiredate);
+        let cents = catalog::tariff(lic.price)
+            .and_then(|t| t.periods.iter().find(|(m, _)| *m == months))
+            .map_or(0, |(_, c)| i64::from(*c));
+        self.charge(cents)?;
         if let Some(l) = self.licenses.get_mut(&id) {
             l.expiredate = new_expiry;
             l.status = 2;
@@ -612,22 +807,29 @@ mod tests {
         suspended.autoprolong = Some(12);
         put(&mut st, suspended);
         let doc = call(&mut st, &[("func", "soft")]);
+        // The pessimistic list shape: the tariff by name (its id beside it), the status only
+        // as `item_status`, autoprolong as a word, the cost as display text.
         assert!(
             doc.contains(
                 "<elem><id>1101</id><licname>lic1101.example.net</licname><ip>203.0.113.101</ip>\
-                 <pricelist>55227</pricelist><period>1</period><expiredate>2024-07-01</expiredate>\
-                 <status>2</status><item_status orig=\"2\">Active</item_status><autoprolong/>\
-                 <cost>6.50 EUR</cost><createdate>2024-06-01</createdate></elem>"
+                 <pricelist>ISPmanager 6 Lite</pricelist><pricelist_id>55227</pricelist_id><period>1</period>\
+                 <expiredate>2024-07-01</expiredate><real_expiredate>2024-07-01</real_expiredate>\
+                 <item_status orig=\"2\">Active</item_status><autoprolong></autoprolong>\
+                 <cost>6.50 EUR / month</cost><createdate>2024-06-01</createdate></elem>"
             ),
             "{doc}"
         );
         assert!(
             doc.contains(
-                "<status>3</status><item_status orig=\"3_autosuspend\">Suspended</item_status>\
-                 <autoprolong>12</autoprolong><cost>125.00 EUR</cost><createdate>2023-06-01</createdate>"
+                "<item_status orig=\"3_autosuspend\">Suspended</item_status>\
+                 <autoprolong>1 year</autoprolong><cost>125.00 EUR / year</cost><createdate>2023-06-01</createdate>"
             ),
             "{doc}"
         );
+        assert!(!doc.contains("<status>"), "{doc}");
+        st.rows_without_pricelist_id = true;
+        let bare = call(&mut st, &[("func", "soft")]);
+        assert!(!bare.contains("pricelist_id"), "{bare}");
         assert!(
             doc.contains("<doc lang=\"en\" func=\"soft\" binary=\"/billmgr\" host=\""),
             "{doc}"
@@ -780,7 +982,7 @@ mod tests {
     }
 
     #[test]
-    fn a_saved_edit_answers_nested_with_ok_on_top_and_keeps_the_monthly_ip_rule() {
+    fn a_saved_edit_answers_the_form_nested_without_ok_and_keeps_the_monthly_ip_rule() {
         let mut st = empty();
         put(&mut st, lic(1001, LITE, 1, d(2024, 7, 1), 2));
         let edit = |st: &mut State, ip: &'static str, on: NaiveDate| {
@@ -799,11 +1001,11 @@ mod tests {
         let saved = edit(&mut st, "192.0.2.1", d(2024, 6, 3));
         assert!(
             saved.contains(
-                "<doc><id>1001</id><licname>renamed</licname><ip>192.0.2.1</ip><pricelist>55227</pricelist>"
+                "<doc><id>1001</id><licname>renamed</licname><ip>192.0.2.1</ip><elid>1001</elid><pricelist>55227</pricelist>"
             ),
             "{saved}"
         );
-        assert!(saved.contains("</doc><ok/>"), "{saved}");
+        assert!(!saved.contains("<ok/>"), "{saved}");
         assert_eq!(st.licenses[&1001].last_ip_change, Some(d(2024, 6, 3)));
         let refused = edit(&mut st, "192.0.2.2", d(2024, 6, 30));
         assert!(
@@ -813,7 +1015,7 @@ mod tests {
             "{refused}"
         );
         assert_eq!(st.licenses[&1001].ip, "192.0.2.1");
-        assert!(edit(&mut st, "192.0.2.2", d(2024, 7, 1)).contains("<ok/>"));
+        assert!(edit(&mut st, "192.0.2.2", d(2024, 7, 1)).contains("<ip>192.0.2.2</ip>"));
         assert_eq!(st.licenses[&1001].ip, "192.0.2.2");
     }
 
@@ -851,7 +1053,7 @@ mod tests {
         let mut st = empty();
         put(&mut st, lic(1500, LITE, 1, d(2024, 7, 1), 2));
         let doc = call(&mut st, &order_with("autoprolong", Some("12")));
-        assert!(doc.contains("<id>1501</id>"), "{doc}");
+        assert!(doc.contains("<item.id>1501</item.id>"), "{doc}");
         let l = &st.licenses[&1501];
         assert_eq!(
             (l.price, l.period, l.expiredate, l.status, l.autoprolong),
@@ -1009,22 +1211,26 @@ mod tests {
         let preview = prolong(&mut st, "1001", "12", false);
         assert!(
             preview.contains(
-                "<doc><expiredate>2024-06-20</expiredate><newexpiredate>2025-06-20</newexpiredate></doc>"
+                "<elid>1001</elid><expiredate>2024-06-20</expiredate><period>12</period><newexpiredate>2025-06-20</newexpiredate>"
             ),
-            "{preview}"
+            "a flat preview: {preview}"
+        );
+        assert!(
+            preview.contains("<val key=\"12\">65.00 EUR per year</val>"),
+            "the price of each period: {preview}"
         );
         let form = call(&mut st, &[("func", "service.prolong"), ("elid", "1001")]);
         assert!(
             form.contains(
                 "<expiredate>2024-06-20</expiredate><slist name=\"period\">\
-                           <val key=\"1\">1 month</val><val key=\"12\">1 year</val></slist>"
+                           <val key=\"1\">6.50 EUR per month</val><val key=\"12\">65.00 EUR per year</val></slist>"
             ),
             "{form}"
         );
         assert!(!form.contains("newexpiredate"), "{form}");
         let dns = call(&mut st, &[("func", "service.prolong"), ("elid", "1002")]);
         assert!(
-            dns.contains("<slist name=\"period\"><val key=\"12\">1 year</val></slist>"),
+            dns.contains("<slist name=\"period\"><val key=\"12\">30.00 EUR per year</val></slist>"),
             "{dns}"
         );
         let refused = prolong(&mut st, "1002", "1", false);
