@@ -129,9 +129,13 @@ struct RawBillmgr {
     /// Attempts for read calls (list, view, IP check); paid calls are never retried. Default 3.
     #[serde(default = "default_read_attempts")]
     read_attempts: u32,
-    /// Largest answer accepted, in MiB. Default 256.
+    /// Largest list answer accepted, in MiB (lists are parsed as they stream in). Default 256.
     #[serde(default = "default_max_body_mib")]
     max_body_mib: u64,
+    /// Largest answer to anything but a list (a view, a paid call, a login), in KiB.
+    /// Default 1024.
+    #[serde(default = "default_max_answer_kib")]
+    max_answer_kib: u64,
 }
 
 #[derive(Deserialize, Default)]
@@ -242,6 +246,9 @@ fn default_read_attempts() -> u32 {
 fn default_max_body_mib() -> u64 {
     256
 }
+fn default_max_answer_kib() -> u64 {
+    1024
+}
 fn default_cron() -> String {
     "0 17 */6 * * *".into()
 }
@@ -351,7 +358,10 @@ pub struct BillmgrSettings {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub read_attempts: u32,
+    /// Largest list answer, in bytes.
     pub max_body: u64,
+    /// Largest answer to anything but a list, in bytes.
+    pub max_answer: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -703,6 +713,7 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
             connect_timeout: b.connect_timeout,
             read_attempts: b.read_attempts,
             max_body: b.max_body_mib.saturating_mul(1024 * 1024),
+            max_answer: b.max_answer_kib.saturating_mul(1024),
         },
         // Under `auto` the catalog of 5/6 until the generation is known (see
         // `Settings::use_generation`); every product name exists in both.

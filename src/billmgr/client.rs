@@ -716,7 +716,12 @@ impl Client {
                 form.push(("auth", sid.expose_secret()));
             }
         }
-        let doc = self.post(call.func, call.elid, &form, on_row).await?;
+        let cap = if call.list {
+            self.cfg.max_body
+        } else {
+            self.cfg.max_answer
+        };
+        let doc = self.post(call.func, call.elid, &form, cap, on_row).await?;
         if let Some(raw) = doc.error.clone() {
             let sid = match self.cfg.auth {
                 AuthMode::Session => form.iter().find(|(k, _)| *k == "auth").map(|(_, v)| *v),
@@ -769,7 +774,9 @@ impl Client {
             ("username", &self.cfg.username),
             ("password", self.password.expose_secret()),
         ];
-        let doc = self.post("auth", None, &form, &mut |_| {}).await?;
+        let doc = self
+            .post("auth", None, &form, self.cfg.max_answer, &mut |_| {})
+            .await?;
         if let Some(raw) = doc.error {
             let err = Error::new(
                 "auth",
@@ -801,10 +808,11 @@ impl Client {
         func: &str,
         elid: Option<i64>,
         form: &[(&str, &str)],
+        cap: u64,
         on_row: &mut dyn FnMut(Fields),
     ) -> Result<Document, Error> {
         let started = Instant::now();
-        let res = self.exchange(func, elid, form, on_row).await;
+        let res = self.exchange(func, elid, form, cap, on_row).await;
         if let Some(m) = &self.metrics {
             let result = match &res {
                 Ok(doc) if doc.error.is_some() => "api_error",
@@ -823,12 +831,15 @@ impl Client {
         res
     }
 
-    /// One HTTP exchange: POST the form, check status, read the body under the cap, parse it.
+    /// One HTTP exchange: POST the form, check the status, and parse the body as it streams
+    /// in, under `cap` bytes. The body never exists whole in memory: a list of 100,000 licenses
+    /// goes from the socket through the parser to `on_row`, row by row.
     async fn exchange(
         &self,
         func: &str,
         elid: Option<i64>,
         form: &[(&str, &str)],
+        cap: u64,
         on_row: &mut dyn FnMut(Fields),
     ) -> Result<Document, Error> {
         let fail = |kind| Error::new(func, elid, kind);
@@ -852,12 +863,12 @@ impl Client {
             }));
         }
         if let Some(len) = resp.content_length()
-            && len > self.cfg.max_body
+            && len > cap
         {
-            return Err(fail(ErrorKind::TooLarge(self.cfg.max_body)));
+            return Err(fail(ErrorKind::TooLarge(cap)));
         }
-        let body = self.read_body(resp).await.map_err(fail)?;
-        let mut doc = xml::parse_with(&body, on_row).map_err(|e| fail(ErrorKind::Xml(e)))?;
+        let (doc, bytes) = self.parse_stream(resp, cap, on_row).await.map_err(fail)?;
+        let mut doc = doc;
         if doc.error.is_none() && doc.fields.has("authfail") {
             // BILLmanager 4 refuses a login with `<doc><authfail/></doc>` (REG.RU's client
             // checks for it), not an `<error>`: the same refusal as `type="auth"`.
@@ -871,7 +882,7 @@ impl Client {
         tracing::debug!(
             func,
             elid,
-            bytes = body.len(),
+            bytes,
             rows = doc.rows,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "api call"
@@ -879,32 +890,86 @@ impl Client {
         Ok(doc)
     }
 
-    async fn read_body(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, ErrorKind> {
-        let mut body = Vec::with_capacity(
-            resp.content_length().unwrap_or(4096).min(self.cfg.max_body) as usize,
-        );
-        loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    if (body.len() + chunk.len()) as u64 > self.cfg.max_body {
-                        return Err(ErrorKind::TooLarge(self.cfg.max_body));
-                    }
-                    body.extend_from_slice(&chunk);
+    /// Feeds the response body to the parser on a blocking thread as it arrives, and the rows
+    /// back here through a small bounded channel. Returns the document and the bytes read.
+    async fn parse_stream(
+        &self,
+        resp: reqwest::Response,
+        cap: u64,
+        on_row: &mut dyn FnMut(Fields),
+    ) -> Result<(Document, u64), ErrorKind> {
+        use futures_util::StreamExt;
+        use std::sync::atomic::AtomicU64;
+        /// Rows parsed ahead of the caller: enough to keep both sides busy, few enough to
+        /// keep memory flat.
+        const ROWS_AHEAD: usize = 256;
+        struct Seen {
+            bytes: AtomicU64,
+            too_large: AtomicBool,
+            failure: std::sync::Mutex<Option<ErrorKind>>,
+        }
+        let seen = std::sync::Arc::new(Seen {
+            bytes: AtomicU64::new(0),
+            too_large: AtomicBool::new(false),
+            failure: std::sync::Mutex::new(None),
+        });
+        let timeout = self.cfg.timeout;
+        let tap = seen.clone();
+        let stream = resp.bytes_stream().map(move |chunk| match chunk {
+            Ok(b) => {
+                let n = tap.bytes.fetch_add(b.len() as u64, Ordering::SeqCst) + b.len() as u64;
+                if n > cap {
+                    tap.too_large.store(true, Ordering::SeqCst);
+                    Err(std::io::Error::other("answer larger than the cap"))
+                } else {
+                    Ok(b)
                 }
-                Ok(None) => return Ok(body),
-                Err(e) => return Err(self.classify(e)),
+            }
+            Err(e) => {
+                let kind = classify_with(e, timeout);
+                if let Ok(mut slot) = tap.failure.lock() {
+                    slot.get_or_insert(kind);
+                }
+                Err(std::io::Error::other("the connection failed"))
+            }
+        });
+        let input = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Fields>(ROWS_AHEAD);
+        let parser = tokio::task::spawn_blocking(move || {
+            xml::parse_reader(std::io::BufReader::with_capacity(64 * 1024, input), |row| {
+                // The receiver is gone only when the caller gave up on this answer.
+                let _ = tx.blocking_send(row);
+            })
+        });
+        while let Some(row) = rx.recv().await {
+            on_row(row);
+        }
+        let parsed = parser
+            .await
+            .map_err(|e| ErrorKind::Unexpected(format!("the parser stopped: {e}")))?;
+        let bytes = seen.bytes.load(Ordering::SeqCst);
+        match parsed {
+            Ok(doc) => Ok((doc, bytes)),
+            Err(_) if seen.too_large.load(Ordering::SeqCst) => Err(ErrorKind::TooLarge(cap)),
+            Err(e) => {
+                let failure = seen.failure.lock().ok().and_then(|mut f| f.take());
+                Err(failure.unwrap_or(ErrorKind::Xml(e)))
             }
         }
     }
 
     fn classify(&self, e: reqwest::Error) -> ErrorKind {
-        if e.is_timeout() {
-            ErrorKind::Timeout(self.cfg.timeout)
-        } else if e.is_connect() {
-            ErrorKind::Connect(describe_transport(e))
-        } else {
-            ErrorKind::Transport(describe_transport(e))
-        }
+        classify_with(e, self.cfg.timeout)
+    }
+}
+
+fn classify_with(e: reqwest::Error, timeout: Duration) -> ErrorKind {
+    if e.is_timeout() {
+        ErrorKind::Timeout(timeout)
+    } else if e.is_connect() {
+        ErrorKind::Connect(describe_transport(e))
+    } else {
+        ErrorKind::Transport(describe_transport(e))
     }
 }
 

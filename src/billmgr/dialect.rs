@@ -19,6 +19,9 @@ pub struct Call {
     pub params: Vec<(&'static str, String)>,
     /// Parameters whose names come from the server (the fields of a form read back).
     pub extra: Vec<(String, String)>,
+    /// A list: its answer may be large (`billmgr.max_body_mib`); any other answer is small
+    /// (`billmgr.max_answer_kib`).
+    pub list: bool,
 }
 
 impl Call {
@@ -28,6 +31,7 @@ impl Call {
             elid: None,
             params: Vec::new(),
             extra: Vec::new(),
+            list: false,
         }
     }
     fn elid(mut self, elid: i64) -> Call {
@@ -115,11 +119,13 @@ impl Dialect {
 
     /// The list; `page` (from 1) for the paged generation.
     pub fn list(&self, page: usize) -> Call {
-        if self.v5() {
+        let mut c = if self.v5() {
             Call::new("soft").p("p_cnt", PAGE_SIZE).p("p_num", page)
         } else {
             Call::new("software")
-        }
+        };
+        c.list = true;
+        c
     }
 
     pub fn view(&self, elid: i64) -> Call {

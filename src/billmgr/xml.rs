@@ -126,7 +126,14 @@ pub enum XmlError {
     NotADoc(String),
     #[error("malformed XML at byte {pos}: {detail}")]
     Malformed { pos: u64, detail: String },
+    /// The input stream failed while the document was read (the caller knows why).
+    #[error("the answer could not be read to its end: {0}")]
+    Read(String),
 }
+
+/// The most simple children kept for one row or for the document: beyond this, a hostile
+/// answer of millions of `<a/>` would multiply its size in memory. Real rows have a few dozen.
+pub const MAX_FIELDS: usize = 4096;
 
 /// Parses a whole document, collecting rows.
 pub fn parse(body: &[u8]) -> Result<(Document, Vec<Fields>), XmlError> {
@@ -136,16 +143,19 @@ pub fn parse(body: &[u8]) -> Result<(Document, Vec<Fields>), XmlError> {
 }
 
 /// Parses a document, handing each `<elem>` row to `on_row` as soon as it is read.
-pub fn parse_with(body: &[u8], mut on_row: impl FnMut(Fields)) -> Result<Document, XmlError> {
-    let text = std::str::from_utf8(body).map_err(|e| XmlError::Malformed {
-        pos: e.valid_up_to() as u64,
-        detail: "body is not UTF-8".into(),
-    })?;
-    if text.trim().is_empty() {
-        return Err(XmlError::Empty);
-    }
+pub fn parse_with(body: &[u8], on_row: impl FnMut(Fields)) -> Result<Document, XmlError> {
+    parse_reader(body, on_row)
+}
+
+/// Parses a document as it is read from `input` (a network stream, say): the body never
+/// exists whole in memory, and each `<elem>` row goes to `on_row` as soon as it is read.
+pub fn parse_reader(
+    input: impl std::io::BufRead,
+    mut on_row: impl FnMut(Fields),
+) -> Result<Document, XmlError> {
     let mut p = Parser {
-        reader: Reader::from_str(text),
+        reader: Reader::from_reader(input),
+        buf: Vec::with_capacity(1024),
         doc: Document::default(),
         stack: Vec::new(),
     };
@@ -154,14 +164,16 @@ pub fn parse_with(body: &[u8], mut on_row: impl FnMut(Fields)) -> Result<Documen
     Ok(p.doc)
 }
 
-struct Parser<'a> {
-    reader: Reader<&'a [u8]>,
+struct Parser<R> {
+    reader: Reader<R>,
+    /// The bytes of the event being read; each event is copied out of it.
+    buf: Vec<u8>,
     doc: Document,
     /// Names of the open elements, for depth checks and truncation messages.
     stack: Vec<String>,
 }
 
-impl<'a> Parser<'a> {
+impl<R: std::io::BufRead> Parser<R> {
     fn malformed(&self, detail: impl Into<String>) -> XmlError {
         XmlError::Malformed {
             pos: self.reader.buffer_position(),
@@ -169,21 +181,23 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn next(&mut self) -> Result<Event<'a>, XmlError> {
-        match self.reader.read_event() {
+    fn next(&mut self) -> Result<Event<'static>, XmlError> {
+        self.buf.clear();
+        match self.reader.read_event_into(&mut self.buf) {
             Ok(Event::Eof) if !self.stack.is_empty() => Err(XmlError::Truncated(
                 self.stack.last().cloned().unwrap_or_default(),
             )),
-            Ok(ev) => Ok(ev),
+            Ok(ev) => Ok(ev.into_owned()),
             Err(e) => {
                 // quick-xml reports a tag or markup left open at the end of the input as a
                 // syntax error: the body was cut short. Anything else is garbage.
-                let cut = matches!(e, quick_xml::Error::Syntax(_))
-                    && self.reader.buffer_position() as usize >= self.len();
+                let cut = matches!(e, quick_xml::Error::Syntax(_)) && self.at_end();
                 if cut && !self.stack.is_empty() {
                     Err(XmlError::Truncated(
                         self.stack.last().cloned().unwrap_or_default(),
                     ))
+                } else if let quick_xml::Error::Io(io) = &e {
+                    Err(XmlError::Read(io.to_string()))
                 } else {
                     Err(self.malformed(e.to_string()))
                 }
@@ -191,8 +205,13 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn len(&self) -> usize {
-        self.reader.get_ref().len()
+    /// Whether the input is exhausted.
+    fn at_end(&mut self) -> bool {
+        self.reader
+            .get_mut()
+            .fill_buf()
+            .map(|b| b.is_empty())
+            .unwrap_or(false)
     }
 
     fn push(&mut self, name: &str) -> Result<(), XmlError> {

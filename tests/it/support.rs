@@ -20,6 +20,7 @@ pub fn billmgr(url: &str, auth: AuthMode) -> BillmgrSettings {
         connect_timeout: Duration::from_secs(1),
         read_attempts: 1,
         max_body: 1024 * 1024,
+        max_answer: 1024 * 1024,
     }
 }
 
