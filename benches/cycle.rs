@@ -213,6 +213,73 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// The raw download of a sync: the same three HTTP calls, the list body read to its end and
+/// dropped; no parsing, no database. Returns (wall, body bytes).
+async fn raw_download(url: &str, from: &str, to: &str) -> (Duration, usize) {
+    let http = reqwest::Client::new();
+    let authinfo = format!("{USER}:{PASSWORD}");
+    let call = |func: &'static str, extra: Vec<(&'static str, String)>| {
+        let mut form: Vec<(&str, String)> = vec![
+            ("out", "xml".into()),
+            ("lang", "en".into()),
+            ("func", func.into()),
+            ("authinfo", authinfo.clone()),
+        ];
+        form.extend(extra);
+        http.post(url).form(&form).send()
+    };
+    let started = Instant::now();
+    let set = vec![
+        ("expires", from.to_owned()),
+        ("expiree", to.to_owned()),
+        ("sok", "ok".to_owned()),
+    ];
+    call("software.filter", set)
+        .await
+        .expect("filter")
+        .bytes()
+        .await
+        .expect("filter body");
+    let mut resp = call("software", Vec::new()).await.expect("list");
+    let mut bytes = 0usize;
+    while let Some(chunk) = resp.chunk().await.expect("list body") {
+        bytes += chunk.len();
+    }
+    let clear = vec![
+        ("expires", String::new()),
+        ("expiree", String::new()),
+        ("sok", "ok".to_owned()),
+    ];
+    call("software.filter", clear)
+        .await
+        .expect("clear")
+        .bytes()
+        .await
+        .expect("clear body");
+    (started.elapsed(), bytes)
+}
+
+/// The naive script (`benches/naive_sync.py`: urllib + ElementTree + sqlite3 executemany in
+/// one transaction) on an empty database in `dir`: wall time and peak RSS.
+async fn naive_script(url: &str, from: &str, to: &str, dir: &Path) -> Exit {
+    let db = dir.join("naive.db");
+    let _ = std::fs::remove_file(&db);
+    let started = Instant::now();
+    let child = std::process::Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/naive_sync.py"))
+        .args([url, USER, PASSWORD])
+        .arg(&db)
+        .args([from, to])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the naive script");
+    let exit = wait(child, started).await;
+    assert_eq!(exit.code, 0, "naive script: {}", exit.stderr);
+    exit
+}
+
 /// The floor of a sync: the HTTP calls and the XML parse, no database. Returns (wall, rows,
 /// body bytes).
 async fn floor(url: &str, from: &str, to: &str) -> (Duration, usize, usize) {
@@ -280,10 +347,14 @@ async fn bench_sync(n: usize, dir: &Path) {
     // Warm the simulator's path once, unmeasured (allocator, page cache).
     let _ = floor(&sim.url(), &from, &to).await;
     let (f1, rows, bytes) = floor(&sim.url(), &from, &to).await;
+    let (r1, _) = raw_download(&sim.url(), &from, &to).await;
+    let naive = naive_script(&sim.url(), &from, &to, dir).await;
     let fresh = run_child(&config, "sync").await;
     let again = run_child(&config, "sync").await;
     let (f2, _, _) = floor(&sim.url(), &from, &to).await;
+    let (r2, _) = raw_download(&sim.url(), &from, &to).await;
     let fl = f1.min(f2);
+    let raw = r1.min(r2);
     println!(
         "sync  n={n:>6}  floor {:>7.3}s ({rows} rows, {:.1} MB body; runs {:.3}s/{:.3}s)",
         secs(fl),
@@ -294,13 +365,23 @@ async fn bench_sync(n: usize, dir: &Path) {
     if std::env::var_os("CYCLE_BENCH_LOG").is_some() {
         eprintln!("{}", again.stderr);
     }
+    println!(
+        "sync  n={n:>6}  raw download {:>7.3}s (runs {:.3}s/{:.3}s)   naive script {:>7.3}s  peak RSS {:>6.1} MiB",
+        secs(raw),
+        secs(r1),
+        secs(r2),
+        secs(naive.wall),
+        mib(naive.maxrss_kib)
+    );
     for (what, e) in [("empty db", &fresh), ("again   ", &again)] {
         println!(
-            "sync  n={n:>6}  {what} {:>7.3}s  peak RSS {:>6.1} MiB (ru_maxrss {:.1})  sync/floor {:>5.2}x  ({})",
+            "sync  n={n:>6}  {what} {:>7.3}s  peak RSS {:>6.1} MiB (ru_maxrss {:.1})  sync/floor {:>5.2}x  sync/raw {:>5.2}x  sync/naive {:>5.2}x  ({})",
             secs(e.wall),
             mib(e.maxrss_kib),
             mib(e.ru_maxrss_kib),
             secs(e.wall) / secs(fl),
+            secs(e.wall) / secs(raw),
+            secs(e.wall) / secs(naive.wall),
             listed(&e.stderr)
         );
     }

@@ -459,9 +459,8 @@ async fn sync(ctx: &Ctx, today: NaiveDate) -> Result<Synced, SyncError> {
         }
     }
     let now = Utc::now();
-    let stats = ctx.store.upsert_licenses(&listing.licenses, now).await?;
-    // Every listed license was just stamped `last_seen = now`; the others in the window left it.
-    let missing = ctx.store.left_window(to, now).await?;
+    let stats = ctx.store.record_listing(&listing.licenses, to, now).await?;
+    let missing = &stats.left;
     let mut gone = 0;
     let mut lapsed = Vec::new();
     for &elid in missing.iter().take(GONE_CHECKS_PER_CYCLE) {
@@ -510,6 +509,7 @@ async fn sync(ctx: &Ctx, today: NaiveDate) -> Result<Synced, SyncError> {
         listed = listing.licenses.len(),
         inserted = stats.inserted,
         updated = stats.updated,
+        unchanged = stats.unchanged,
         bad_rows = listing.bad_rows.len(),
         left_window = missing.len(),
         gone,

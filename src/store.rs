@@ -163,10 +163,41 @@ pub struct CycleCounts {
     pub reconciled: u32,
 }
 
+/// What recording a listing did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct UpsertStats {
+pub struct SyncStats {
     pub inserted: u32,
     pub updated: u32,
+    pub unchanged: u32,
+    /// Licenses known (not gone, not lapsed) whose expiry is at most the window's end that the
+    /// listing did not show: they left the window, and are re-read to say why.
+    pub left: Vec<i64>,
+}
+
+/// What a sync needs to know of a stored license to tell whether a listed one changed.
+struct Known {
+    hash: Option<i64>,
+    expiry: NaiveDate,
+    gone: bool,
+    lapsed: bool,
+}
+
+/// A hash of every field a listing shows of `l` (not the sync's own bookkeeping).
+fn fields_hash(l: &License) -> i64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    l.elid.hash(&mut h);
+    l.licname.hash(&mut h);
+    l.ip.hash(&mut h);
+    l.product.hash(&mut h);
+    l.period.hash(&mut h);
+    l.expiry.hash(&mut h);
+    l.status.hash(&mut h);
+    l.autoprolong.hash(&mut h);
+    l.special.hash(&mut h);
+    l.cost.hash(&mut h);
+    l.pricelist_label.hash(&mut h);
+    h.finish() as i64
 }
 
 #[derive(Clone, Debug)]
@@ -266,35 +297,118 @@ impl Store {
 
     // --- licenses -------------------------------------------------------------------------
 
-    /// Records a listing in one transaction: multi-row upserts of [`UPSERT_CHUNK`] rows (one
-    /// prepared statement, reused), inserted/updated counted from the row count before and
-    /// after rather than a lookup per row.
-    pub async fn upsert_licenses(
+    /// Records a listing, writing only what changed: new licenses with a plain `INSERT`,
+    /// changed ones (by a hash of their fields) with an update, nothing for the rest; in one
+    /// transaction. "Seen in this sync" is not written per row: the licenses that left the
+    /// window (`to` its last day) come from a set difference in memory.
+    pub async fn record_listing(
         &self,
-        licenses: &[License],
+        listed: &[License],
+        to: NaiveDate,
         now: DateTime<Utc>,
-    ) -> Result<UpsertStats, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM licenses")
-            .fetch_one(&mut *tx)
-            .await?;
-        for chunk in licenses.chunks(UPSERT_CHUNK) {
-            let sql = upsert_sql(chunk.len());
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for l in chunk {
-                q = bind_license(q, l, now);
-            }
-            q.execute(&mut *tx).await?;
+    ) -> Result<SyncStats, StoreError> {
+        let known = self.known_licenses().await?;
+        // One row per elid, the last listed winning.
+        let mut last: std::collections::HashMap<i64, usize> =
+            std::collections::HashMap::with_capacity(listed.len());
+        for (i, l) in listed.iter().enumerate() {
+            last.insert(l.elid, i);
         }
-        let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM licenses")
-            .fetch_one(&mut *tx)
+        let mut fresh = Vec::new();
+        let mut changed = Vec::new();
+        let mut stats = SyncStats::default();
+        for (i, l) in listed.iter().enumerate() {
+            if last.get(&l.elid) != Some(&i) {
+                continue;
+            }
+            let hash = fields_hash(l);
+            match known.get(&l.elid) {
+                None => fresh.push((l, hash)),
+                Some(k) if k.gone || k.hash != Some(hash) => changed.push((l, hash)),
+                Some(_) => stats.unchanged += 1,
+            }
+        }
+        stats.inserted = fresh.len() as u32;
+        stats.updated = changed.len() as u32;
+        if !fresh.is_empty() || !changed.is_empty() {
+            let mut tx = self.pool.begin().await?;
+            for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_sql(chunk.len())));
+                for (l, _) in chunk {
+                    q = bind_license(q, l, now);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            for chunk in changed.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(upsert_sql(chunk.len())));
+                for (l, _) in chunk {
+                    q = bind_license(q, l, now);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        }
+        let mut left: Vec<(NaiveDate, i64)> = known
+            .iter()
+            .filter(|(elid, k)| !k.gone && !k.lapsed && k.expiry <= to && !last.contains_key(elid))
+            .map(|(elid, k)| (k.expiry, *elid))
+            .collect();
+        left.sort_unstable();
+        stats.left = left.into_iter().map(|(_, e)| e).collect();
+        Ok(stats)
+    }
+
+    /// What a sync compares a listing with, for every stored license. Read as a few large
+    /// strings SQLite builds itself: a row at a time through the driver costs more than the
+    /// whole comparison.
+    async fn known_licenses(&self) -> Result<std::collections::HashMap<i64, Known>, StoreError> {
+        const PER_QUERY: i64 = 50_000;
+        let mut known = std::collections::HashMap::new();
+        let mut after = i64::MIN;
+        loop {
+            let text: Option<String> = sqlx::query_scalar(
+                "SELECT group_concat(elid || ',' || ifnull(fields_hash, '') || ',' || expiry || ',' ||
+                    ((gone_since IS NOT NULL) + 2 * (lapsed_since IS NOT NULL)), ';')
+                 FROM (SELECT * FROM licenses WHERE elid > ? ORDER BY elid LIMIT ?)",
+            )
+            .bind(after)
+            .bind(PER_QUERY)
+            .fetch_one(&self.pool)
             .await?;
-        tx.commit().await?;
-        let inserted = u32::try_from(after - before).unwrap_or(0);
-        Ok(UpsertStats {
-            inserted,
-            updated: (licenses.len() as u32).saturating_sub(inserted),
-        })
+            let Some(text) = text.filter(|t| !t.is_empty()) else {
+                break;
+            };
+            let mut n = 0;
+            for rec in text.split(';') {
+                let mut f = rec.split(',');
+                let (Some(elid), Some(hash), Some(expiry), Some(flags)) =
+                    (f.next(), f.next(), f.next(), f.next())
+                else {
+                    continue;
+                };
+                let (Ok(elid), Some(expiry)) =
+                    (elid.parse::<i64>(), crate::domain::parse_date(expiry))
+                else {
+                    continue;
+                };
+                let flags: u8 = flags.parse().unwrap_or(0);
+                known.insert(
+                    elid,
+                    Known {
+                        hash: hash.parse().ok(),
+                        expiry,
+                        gone: flags & 1 != 0,
+                        lapsed: flags & 2 != 0,
+                    },
+                );
+                after = after.max(elid);
+                n += 1;
+            }
+            if n < PER_QUERY {
+                break;
+            }
+        }
+        Ok(known)
     }
 
     /// Records one license just read (after a view).
@@ -312,41 +426,6 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
-    }
-
-    /// Licenses still present whose stored expiry lies in `[from, to]`.
-    pub async fn licenses_in_window(
-        &self,
-        from: NaiveDate,
-        to: NaiveDate,
-    ) -> Result<Vec<StoredLicense>, StoreError> {
-        let sql = format!(
-            "SELECT {LICENSE_COLS} FROM licenses WHERE gone_since IS NULL AND expiry BETWEEN ? AND ? ORDER BY elid"
-        );
-        Ok(sqlx::query_as::<_, StoredLicense>(sqlx::AssertSqlSafe(sql))
-            .bind(from)
-            .bind(to)
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    /// Ids of licenses still present (not gone, not known to have lapsed) whose stored expiry
-    /// is at most `to` but that were not recorded at `seen` (the time of the listing just
-    /// upserted): they left the window, either ahead (renewed elsewhere), or behind it (past
-    /// the lookback: lapsed), or they were deleted. Those most urgent (earliest) first.
-    pub async fn left_window(
-        &self,
-        to: NaiveDate,
-        seen: DateTime<Utc>,
-    ) -> Result<Vec<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT elid FROM licenses WHERE gone_since IS NULL AND lapsed_since IS NULL AND expiry <= ?
-             AND last_seen IS NOT ? ORDER BY expiry, elid",
-        )
-        .bind(to)
-        .bind(seen)
-        .fetch_all(&self.pool)
-        .await?)
     }
 
     /// Marks a license lapsed (once). Returns whether it was newly marked.
@@ -834,32 +913,41 @@ async fn upsert_one(
     Ok(())
 }
 
-/// Rows per multi-row upsert: 15 parameters each, well under SQLite's 32,766.
-const UPSERT_CHUNK: usize = 500;
+/// Rows per multi-row statement: 16 parameters each, well under SQLite's 32,766.
+const ROWS_PER_STATEMENT: usize = 1000;
 
-/// `INSERT … VALUES (…), … ON CONFLICT(elid) DO UPDATE …` for `rows` licenses.
-fn upsert_sql(rows: usize) -> String {
+/// `INSERT … VALUES (…), …` for `rows` new licenses.
+fn insert_sql(rows: usize) -> String {
     let mut sql = String::from(
-        "INSERT INTO licenses (elid, licname, ip, product, period, expiry, status, status_raw, first_seen, last_seen, gone_since, autoprolong, pricelist_label, special, cost_cents, cost_currency) VALUES ",
+        "INSERT INTO licenses (elid, licname, ip, product, period, expiry, status, status_raw, first_seen, last_seen, gone_since, autoprolong, pricelist_label, special, cost_cents, cost_currency, fields_hash) VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
             sql.push(',');
         }
-        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?)");
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?, ?, ?, ?, ?)");
     }
-    sql.push_str(
-        " ON CONFLICT(elid) DO UPDATE SET licname = excluded.licname, ip = excluded.ip, product = excluded.product,
+    sql
+}
+
+/// `INSERT … VALUES (…), … ON CONFLICT(elid) DO UPDATE …` for `rows` licenses.
+fn upsert_sql(rows: usize) -> String {
+    let mut sql = insert_sql(rows);
+    sql.push_str(UPSERT_TAIL);
+    sql
+}
+
+/// The update of an upsert: every listed field, `last_seen`, back from gone; lapsed only while
+/// the expiry stays; what a view does not show kept.
+const UPSERT_TAIL: &str = " ON CONFLICT(elid) DO UPDATE SET licname = excluded.licname, ip = excluded.ip, product = excluded.product,
            period = excluded.period, expiry = excluded.expiry, status = excluded.status, status_raw = excluded.status_raw,
            last_seen = excluded.last_seen, gone_since = NULL, autoprolong = excluded.autoprolong,
            lapsed_since = CASE WHEN excluded.expiry = licenses.expiry THEN licenses.lapsed_since END,
            pricelist_label = COALESCE(excluded.pricelist_label, licenses.pricelist_label),
            special = excluded.special,
            cost_cents = COALESCE(excluded.cost_cents, licenses.cost_cents),
-           cost_currency = COALESCE(excluded.cost_currency, licenses.cost_currency)",
-    );
-    sql
-}
+           cost_currency = COALESCE(excluded.cost_currency, licenses.cost_currency),
+           fields_hash = excluded.fields_hash";
 
 fn bind_license<'q>(
     q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
@@ -884,6 +972,7 @@ fn bind_license<'q>(
         .bind(&l.special)
         .bind(l.cost.as_ref().map(|c| c.cents))
         .bind(l.cost.as_ref().map(|c| c.currency.as_str()))
+        .bind(fields_hash(l))
 }
 
 /// Holds the per-database process lock for as long as it lives.
@@ -1038,47 +1127,56 @@ mod tests {
         assert_eq!(store.paid_calls_in_cycle(cycle).await.expect("count"), 2);
     }
 
+    fn stats(s: &SyncStats) -> (u32, u32, u32) {
+        (s.inserted, s.updated, s.unchanged)
+    }
+
     #[tokio::test]
-    async fn upserts_insert_then_update_and_gone_licenses_come_back_when_listed() {
+    async fn a_listing_inserts_then_writes_only_changes_and_gone_licenses_come_back() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("s.db");
         let store = Store::open(&path).await.expect("open");
         let now = Utc::now();
+        let end = d("2030-12-31");
 
         let a = store
-            .upsert_licenses(&[lic(1, d("2030-01-01")), lic(2, d("2030-01-02"))], now)
+            .record_listing(
+                &[lic(1, d("2030-01-01")), lic(2, d("2030-01-02"))],
+                end,
+                now,
+            )
             .await
-            .expect("upsert");
+            .expect("record");
+        let same = store
+            .record_listing(
+                &[lic(1, d("2030-01-01")), lic(2, d("2030-01-02"))],
+                end,
+                now,
+            )
+            .await
+            .expect("record");
         store.mark_gone(2, now).await.expect("gone");
-        let window = store
-            .licenses_in_window(d("2029-12-01"), d("2030-02-01"))
-            .await
-            .expect("window");
         let b = store
-            .upsert_licenses(&[lic(2, d("2030-03-01"))], now)
+            .record_listing(
+                &[lic(1, d("2030-01-01")), lic(2, d("2030-03-01"))],
+                end,
+                now,
+            )
             .await
-            .expect("upsert");
+            .expect("record");
         store.close().await;
         let reopened = Store::open(&path)
             .await
             .expect("reopen runs migrations idempotently");
         let back = reopened.license(2).await.expect("read").expect("row");
 
+        assert_eq!(stats(&a), (2, 0, 0));
         assert_eq!(
-            a,
-            UpsertStats {
-                inserted: 2,
-                updated: 0
-            }
+            stats(&same),
+            (0, 0, 2),
+            "nothing written when nothing changed"
         );
-        assert_eq!(window.iter().map(|l| l.elid).collect::<Vec<_>>(), vec![1]);
-        assert_eq!(
-            b,
-            UpsertStats {
-                inserted: 0,
-                updated: 1
-            }
-        );
+        assert_eq!(stats(&b), (0, 1, 1));
         assert_eq!(back.gone_since, None);
         assert_eq!(back.expiry, d("2030-03-01"));
     }
@@ -1088,35 +1186,26 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let store = Store::open(&dir.path().join("s.db")).await.expect("open");
         let t0 = Utc::now();
+        let end = d("2030-02-01");
         let all: Vec<License> = (1..=1203).map(|i| lic(i, d("2030-01-01"))).collect();
-        let first = store.upsert_licenses(&all, t0).await.expect("upsert");
-        // Listed again later: all but 5 and 700, plus two new ones, one of them twice.
+        let first = store.record_listing(&all, end, t0).await.expect("record");
+        // Listed again later: all but 5 and 700, one renamed, plus two new ones, one of them
+        // twice.
         let t1 = t0 + chrono::TimeDelta::seconds(60);
         let mut again: Vec<License> = all
             .iter()
             .filter(|l| l.elid != 5 && l.elid != 700)
             .cloned()
             .collect();
+        again[0].licname = "renamed".into();
         again.extend([lic(2000, d("2030-01-02")), lic(2001, d("2030-01-02"))]);
         again.push(lic(2001, d("2030-01-03")));
-        let second = store.upsert_licenses(&again, t1).await.expect("upsert");
-        let left = store.left_window(d("2030-02-01"), t1).await.expect("left");
+        let second = store.record_listing(&again, end, t1).await.expect("record");
 
-        assert_eq!(
-            first,
-            UpsertStats {
-                inserted: 1203,
-                updated: 0
-            }
-        );
-        assert_eq!(
-            second,
-            UpsertStats {
-                inserted: 2,
-                updated: 1202
-            }
-        );
-        assert_eq!(left, vec![5, 700]);
+        assert_eq!(stats(&first), (1203, 0, 0));
+        assert!(first.left.is_empty());
+        assert_eq!(stats(&second), (2, 1, 1200));
+        assert_eq!(second.left, vec![5, 700]);
         let dup = store.license(2001).await.expect("read").expect("row");
         assert_eq!(dup.expiry, d("2030-01-03"), "the last duplicate wins");
         assert_eq!(store.licenses().await.expect("all").len(), 1205);

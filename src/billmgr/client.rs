@@ -900,9 +900,11 @@ impl Client {
     ) -> Result<(Document, u64), ErrorKind> {
         use futures_util::StreamExt;
         use std::sync::atomic::AtomicU64;
-        /// Rows parsed ahead of the caller: enough to keep both sides busy, few enough to
-        /// keep memory flat.
-        const ROWS_AHEAD: usize = 256;
+        /// Rows go to the caller in batches (one wake-up per batch, not per row), and at
+        /// most this many batches wait: enough to keep both sides busy, few enough to keep
+        /// memory flat.
+        const BATCH: usize = 512;
+        const BATCHES_AHEAD: usize = 4;
         struct Seen {
             bytes: AtomicU64,
             too_large: AtomicBool,
@@ -934,15 +936,29 @@ impl Client {
             }
         });
         let input = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Fields>(ROWS_AHEAD);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Fields>>(BATCHES_AHEAD);
         let parser = tokio::task::spawn_blocking(move || {
-            xml::parse_reader(std::io::BufReader::with_capacity(64 * 1024, input), |row| {
-                // The receiver is gone only when the caller gave up on this answer.
-                let _ = tx.blocking_send(row);
-            })
+            let mut batch = Vec::with_capacity(BATCH);
+            let doc =
+                xml::parse_reader(std::io::BufReader::with_capacity(64 * 1024, input), |row| {
+                    batch.push(row);
+                    if batch.len() == BATCH {
+                        // The receiver is gone only when the caller gave up on this answer.
+                        let _ = tx.blocking_send(std::mem::replace(
+                            &mut batch,
+                            Vec::with_capacity(BATCH),
+                        ));
+                    }
+                });
+            if !batch.is_empty() {
+                let _ = tx.blocking_send(batch);
+            }
+            doc
         });
-        while let Some(row) = rx.recv().await {
-            on_row(row);
+        while let Some(rows) = rx.recv().await {
+            for row in rows {
+                on_row(row);
+            }
         }
         let parsed = parser
             .await

@@ -135,6 +135,9 @@ pub enum XmlError {
 /// answer of millions of `<a/>` would multiply its size in memory. Real rows have a few dozen.
 pub const MAX_FIELDS: usize = 4096;
 
+/// The longest text kept of one field, in bytes (a license field is a few dozen).
+pub const MAX_TEXT: usize = 64 * 1024;
+
 /// Parses a whole document, collecting rows.
 pub fn parse(body: &[u8]) -> Result<(Document, Vec<Fields>), XmlError> {
     let mut rows = Vec::new();
@@ -184,24 +187,26 @@ impl<R: std::io::BufRead> Parser<R> {
     fn next(&mut self) -> Result<Event<'static>, XmlError> {
         self.buf.clear();
         match self.reader.read_event_into(&mut self.buf) {
-            Ok(Event::Eof) if !self.stack.is_empty() => Err(XmlError::Truncated(
-                self.stack.last().cloned().unwrap_or_default(),
-            )),
+            Ok(Event::Eof) if !self.stack.is_empty() => Err(self.truncated()),
             Ok(ev) => Ok(ev.into_owned()),
-            Err(e) => {
-                // quick-xml reports a tag or markup left open at the end of the input as a
-                // syntax error: the body was cut short. Anything else is garbage.
-                let cut = matches!(e, quick_xml::Error::Syntax(_)) && self.at_end();
-                if cut && !self.stack.is_empty() {
-                    Err(XmlError::Truncated(
-                        self.stack.last().cloned().unwrap_or_default(),
-                    ))
-                } else if let quick_xml::Error::Io(io) = &e {
-                    Err(XmlError::Read(io.to_string()))
-                } else {
-                    Err(self.malformed(e.to_string()))
-                }
-            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    fn truncated(&self) -> XmlError {
+        XmlError::Truncated(self.stack.last().cloned().unwrap_or_default())
+    }
+
+    /// What a reader error means: a tag or markup left open at the end of the input is a body
+    /// cut short; the stream failing is a read error; anything else is garbage.
+    fn fail(&mut self, e: quick_xml::Error) -> XmlError {
+        let cut = matches!(e, quick_xml::Error::Syntax(_)) && self.at_end();
+        if cut && !self.stack.is_empty() {
+            self.truncated()
+        } else if let quick_xml::Error::Io(io) = &e {
+            XmlError::Read(io.to_string())
+        } else {
+            self.malformed(e.to_string())
         }
     }
 
@@ -290,7 +295,9 @@ impl<R: std::io::BufRead> Parser<R> {
                                 .get_or_insert(v.map(|v| v.text).unwrap_or_default());
                         }
                         _ => {
-                            if let Some(v) = self.read_simple(&e)? {
+                            if let Some(v) = self.read_simple(&e)?
+                                && self.doc.fields.0.len() < MAX_FIELDS
+                            {
                                 self.note_attrs(&name, &e);
                                 self.doc.fields.0.push((name, v));
                             }
@@ -311,6 +318,7 @@ impl<R: std::io::BufRead> Parser<R> {
                             self.doc.rows += 1;
                             on_row(Fields::default());
                         }
+                        _ if self.doc.fields.0.len() >= MAX_FIELDS => {}
                         _ => {
                             self.note_attrs(&name, &e);
                             self.doc.fields.0.push((
@@ -364,6 +372,9 @@ impl<R: std::io::BufRead> Parser<R> {
     }
 
     fn note_attrs(&mut self, name: &str, e: &BytesStart<'_>) {
+        if self.doc.attrs.len() >= MAX_FIELDS {
+            return;
+        }
         for a in e.attributes().flatten() {
             let key = a.key.as_ref();
             if key == "orig" {
@@ -379,33 +390,31 @@ impl<R: std::io::BufRead> Parser<R> {
 
     /// Reads a row: each child element becomes a field; children with their own children
     /// keep only their direct text.
+    ///
+    /// The hot loop of a large list: events are read borrowed from the buffer, not copied.
     fn read_fields(&mut self) -> Result<Fields, XmlError> {
         let mut fields = Fields::default();
         loop {
-            match self.next()? {
-                Event::Start(e) => {
-                    let name = e.name().as_ref().to_owned();
-                    self.push(&name)?;
-                    let orig = attr(&e, "orig");
-                    let text = self.read_text_skipping_children()?;
-                    fields.0.push((name, Value { text, orig }));
-                }
-                Event::Empty(e) => {
-                    let name = e.name().as_ref().to_owned();
-                    let orig = attr(&e, "orig");
-                    fields.0.push((
-                        name,
-                        Value {
-                            text: String::new(),
-                            orig,
-                        },
-                    ));
-                }
-                Event::End(_) => {
+            self.buf.clear();
+            let (name, orig, open) = match self.reader.read_event_into(&mut self.buf) {
+                Ok(Event::Start(e)) => (e.name().as_ref().to_owned(), attr(&e, "orig"), true),
+                Ok(Event::Empty(e)) => (e.name().as_ref().to_owned(), attr(&e, "orig"), false),
+                Ok(Event::End(_)) => {
                     self.stack.pop();
                     return Ok(fields);
                 }
-                _ => {}
+                Ok(Event::Eof) => return Err(self.truncated()),
+                Ok(_) => continue,
+                Err(e) => return Err(self.fail(e)),
+            };
+            let text = if open {
+                self.push(&name)?;
+                self.read_text_skipping_children()?
+            } else {
+                String::new()
+            };
+            if fields.0.len() < MAX_FIELDS {
+                fields.0.push((name, Value { text, orig }));
             }
         }
     }
@@ -438,18 +447,24 @@ impl<R: std::io::BufRead> Parser<R> {
     fn read_text_skipping_children(&mut self) -> Result<String, XmlError> {
         let mut text = String::new();
         loop {
-            match self.next()? {
-                Event::Start(c) => {
-                    let name = c.name().as_ref().to_owned();
-                    self.push(&name)?;
-                    self.skip()?;
-                }
-                Event::End(_) => {
+            self.buf.clear();
+            let child = match self.reader.read_event_into(&mut self.buf) {
+                Ok(Event::Start(c)) => c.name().as_ref().to_owned(),
+                Ok(Event::End(_)) => {
                     self.stack.pop();
                     return Ok(text);
                 }
-                ev => append_text(&mut text, ev),
-            }
+                Ok(Event::Eof) => return Err(self.truncated()),
+                Ok(ev) => {
+                    if text.len() < MAX_TEXT {
+                        append_text(&mut text, ev);
+                    }
+                    continue;
+                }
+                Err(e) => return Err(self.fail(e)),
+            };
+            self.push(&child)?;
+            self.skip()?;
         }
     }
 
