@@ -349,9 +349,14 @@ async fn run_command(
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        // The hook gets the alert, not our secrets.
-        .env_remove("LICRENEW__BILLMGR__PASSWORD")
-        .env_remove("CREDENTIALS_DIRECTORY")
+        // The hook gets the alert, not our environment (secrets, credentials directory):
+        // only an allow-list is passed on.
+        .env_clear()
+        .envs(
+            ["PATH", "LANG", "TZ"]
+                .iter()
+                .filter_map(|k| std::env::var_os(k).map(|v| (*k, v))),
+        )
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", cmd.display()))?;

@@ -202,9 +202,15 @@ impl Catalog {
 
     pub fn load(path: &Path) -> Result<Catalog, CatalogError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Read {
+        let bytes = crate::files::read_regular_file(path, 1024 * 1024).map_err(|msg| {
+            CatalogError::Invalid {
+                origin: origin.clone(),
+                msg,
+            }
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| CatalogError::Invalid {
             origin: origin.clone(),
-            source,
+            msg: "not UTF-8 text".into(),
         })?;
         Catalog::from_toml(&text, &origin)
     }

@@ -720,6 +720,20 @@ async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure> {
     };
     println!("config     {}: ok", s.file.display());
     println!("api        {} at {}", s.api_label(), s.billmgr.url);
+    println!(
+        "process    {}",
+        if crate::systemd::dumpable() {
+            "core dumps possible (could not make the process non-dumpable)"
+        } else {
+            "non-dumpable: no core file, no ptrace"
+        }
+    );
+    if s.billmgr.insecure() {
+        println!(
+            "warning    {} is plain http:// to another host: the password crosses the network in clear (billmgr.allow_insecure_http)",
+            s.billmgr.url
+        );
+    }
     println!("database   {}", s.database.display());
     println!("catalog    {} products", s.catalog.products.len());
     println!(
@@ -842,6 +856,12 @@ fn settings(args: &Args) -> Result<Settings, Failure> {
     let path = config::resolve_path(args.config.as_deref());
     let s = config::load(&path)?;
     crate::telemetry::init(s.log_format, &s.log_level);
+    if s.billmgr.insecure() {
+        tracing::warn!(url = %s.billmgr.url, "billmgr.allow_insecure_http: the password crosses the network in clear");
+    }
+    for k in &s.ignored_env {
+        tracing::warn!(variable = %k, "ignored: config overrides are spelled LICRENEW__SECTION__KEY, in upper case");
+    }
     if s.renewal.settle < s.billmgr.timeout {
         // A renewal the client gave up on may still be applied until the server's own work
         // ends; judging it failed sooner invites a second payment.

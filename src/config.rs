@@ -129,6 +129,10 @@ struct RawBillmgr {
     /// Attempts for read calls (list, view, IP check); paid calls are never retried. Default 3.
     #[serde(default = "default_read_attempts")]
     read_attempts: u32,
+    /// Allow `http://` to a host that is not this machine (the password would cross the
+    /// network in clear). Default false.
+    #[serde(default)]
+    allow_insecure_http: bool,
     /// Largest list answer accepted, in MiB (lists are parsed as they stream in). Default 256.
     #[serde(default = "default_max_body_mib")]
     max_body_mib: u64,
@@ -358,6 +362,8 @@ pub struct BillmgrSettings {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub read_attempts: u32,
+    /// `http://` to another host was allowed explicitly (warned at start and by `check`).
+    pub allow_insecure_http: bool,
     /// Largest list answer, in bytes.
     pub max_body: u64,
     /// Largest answer to anything but a list, in bytes.
@@ -400,6 +406,9 @@ pub struct Settings {
     pub catalog_all: Catalog,
     /// `billmgr.api` was `auto` and the generation was detected.
     pub api_detected: bool,
+    /// Environment variables that look like overrides but are not spelled `LICRENEW__…`
+    /// (ignored; named in a warning).
+    pub ignored_env: Vec<String>,
     /// SQLite database file.
     pub database: PathBuf,
     pub schedule: ScheduleSettings,
@@ -470,29 +479,49 @@ pub fn load_with_env(
     file: &Path,
     env: Option<std::collections::HashMap<String, String>>,
 ) -> Result<Settings, ConfigError> {
-    if !file.is_file() {
+    if !file.exists() {
         return Err(ConfigError::new(
             file,
             None,
-            "config file not found or not a file (set --config or LICRENEW_CONFIG)",
+            "config file not found (set --config or LICRENEW_CONFIG)",
         ));
     }
-    if let Err(e) = std::fs::File::open(file) {
-        return Err(ConfigError::new(file, None, format!("cannot read: {e}")));
-    }
-    let mut envsrc = config::Environment::with_prefix("LICRENEW")
+    let bytes = crate::files::read_regular_file(file, MAX_CONFIG_BYTES)
+        .map_err(|e| ConfigError::new(file, None, e))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| ConfigError::new(file, None, "not UTF-8 text"))?;
+    // Overrides are matched case-sensitively: only `LICRENEW__…` counts. The `config` crate
+    // would also take `licrenew__billmgr__password`; such spellings are ignored, and named.
+    let map = env.unwrap_or_else(|| {
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect()
+    });
+    let mut ignored_env = Vec::new();
+    let map: std::collections::HashMap<String, String> = map
+        .into_iter()
+        .filter(|(k, _)| {
+            let ours = k.starts_with("LICRENEW__");
+            if !ours && k.to_ascii_uppercase().starts_with("LICRENEW__") {
+                ignored_env.push(k.clone());
+            }
+            ours
+        })
+        .collect();
+    let envsrc = config::Environment::with_prefix("LICRENEW")
         .separator("__")
-        .prefix_separator("__");
-    if let Some(map) = env {
-        envsrc = envsrc.source(Some(map.into_iter().collect()));
-    }
+        .prefix_separator("__")
+        .source(Some(map.into_iter().collect()));
     let raw: Raw = config::Config::builder()
-        .add_source(config::File::from(file).format(config::FileFormat::Toml))
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
         .add_source(envsrc)
         .build()
         .and_then(|c| c.try_deserialize())
         .map_err(|e| from_config_error(file, e))?;
-    validate(file, raw)
+    let mut settings = validate(file, raw)?;
+    ignored_env.sort();
+    settings.ignored_env = ignored_env;
+    Ok(settings)
 }
 
 fn from_config_error(file: &Path, e: config::ConfigError) -> ConfigError {
@@ -553,6 +582,12 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
         return Err(err(
             "billmgr.url",
             "must start with https:// (or http://)".into(),
+        ));
+    }
+    if url.scheme() == "http" && !is_loopback(&url) && !b.allow_insecure_http {
+        return Err(err(
+            "billmgr.url",
+            "http:// to another host would send the password in clear: use https://, or set billmgr.allow_insecure_http = true".into(),
         ));
     }
     if !url.username().is_empty() || url.password().is_some() {
@@ -712,6 +747,7 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
             timeout: b.timeout,
             connect_timeout: b.connect_timeout,
             read_attempts: b.read_attempts,
+            allow_insecure_http: b.allow_insecure_http,
             max_body: b.max_body_mib.saturating_mul(1024 * 1024),
             max_answer: b.max_answer_kib.saturating_mul(1024),
         },
@@ -720,6 +756,7 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
         catalog: catalog.for_api(api.unwrap_or(Api::Billmgr5)),
         catalog_all: catalog,
         api_detected: false,
+        ignored_env: Vec::new(),
         database,
         schedule: ScheduleSettings {
             cron: s.cron,
@@ -759,12 +796,42 @@ fn expand_credentials(p: &Path) -> PathBuf {
     p.to_owned()
 }
 
+/// Whether the URL's host is this machine (127.0.0.0/8, ::1, localhost).
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+impl BillmgrSettings {
+    /// Plain HTTP to another machine, allowed by `allow_insecure_http`.
+    pub fn insecure(&self) -> bool {
+        self.url.scheme() == "http" && !is_loopback(&self.url)
+    }
+}
+
+/// The largest password file accepted, in bytes.
+pub const MAX_PASSWORD_BYTES: u64 = 4096;
+/// The largest config or catalog file accepted, in bytes.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
 fn read_password_file(file: &Path, path: &Path) -> Result<SecretString, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let bytes = crate::files::read_regular_file(path, MAX_PASSWORD_BYTES).map_err(|e| {
         ConfigError::new(
             file,
             Some("billmgr.password_file"),
-            format!("cannot read {}: {e}", path.display()),
+            format!("{}: {e}", path.display()),
+        )
+    })?;
+    // Never echo the bytes: the message says what is wrong, not what is there.
+    let text = String::from_utf8(bytes).map_err(|_| {
+        ConfigError::new(
+            file,
+            Some("billmgr.password_file"),
+            format!("{}: not UTF-8 text", path.display()),
         )
     })?;
     let pw = text.trim_end_matches(['\r', '\n']);

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    licrenew::systemd::forbid_core_dumps();
     let args = licrenew::cli::Args::parse();
     match licrenew::cli::run(args).await {
         Ok(code) => code,

@@ -19,6 +19,32 @@ fn send(state: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
+/// Makes the process non-dumpable (Linux `PR_SET_DUMPABLE` 0): no core file and no ptrace by
+/// other users, whatever the unit's `LimitCORE=` says, since memory holds the password.
+pub fn forbid_core_dumps() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: prctl with PR_SET_DUMPABLE takes plain integers and touches no memory of ours.
+        let r = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+        if r != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "could not make the process non-dumpable");
+        }
+    }
+}
+
+/// Whether the process may dump core (false after [`forbid_core_dumps`]).
+pub fn dumpable() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_GET_DUMPABLE reads a flag and touches no memory of ours.
+        unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) != 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        true
+    }
+}
+
 pub fn ready() {
     send(&[sd_notify::NotifyState::Ready]);
 }

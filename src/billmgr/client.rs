@@ -8,6 +8,7 @@
 
 use super::dialect::{Call, Dialect};
 use super::error::{ApiError, Error, ErrorKind, describe_transport};
+use super::redact::Redactor;
 use super::xml::{self, Document, Fields};
 use crate::config::{AuthMode, BillmgrSettings};
 use crate::domain::{License, Money, PendingLicense, Row, RowError, Unresolved};
@@ -79,6 +80,9 @@ pub struct Client {
     /// The generation: pinned by the config, or detected on the first call (`api = "auto"`).
     dialect: std::sync::OnceLock<Dialect>,
     detecting: Mutex<()>,
+    /// Blanks the password, `username:password` and the session id out of everything an
+    /// answer brings: the one redaction point (see [`super::redact`]).
+    redactor: std::sync::RwLock<Redactor>,
     session: Mutex<Option<SecretString>>,
     /// Set after the server refused a login: no further request is made by this client.
     auth_refused: AtomicBool,
@@ -114,6 +118,10 @@ impl Client {
             .user_agent(concat!("licrenew/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::new("init", None, ErrorKind::Invalid(describe_transport(e))))?;
+        let redactor = Redactor::new(&[
+            password.expose_secret(),
+            &format!("{}:{}", cfg.username, password.expose_secret()),
+        ]);
         let dialect = std::sync::OnceLock::new();
         if let Some(api) = cfg.api {
             let _ = dialect.set(Dialect(api));
@@ -124,6 +132,7 @@ impl Client {
             password,
             dialect,
             detecting: Mutex::new(()),
+            redactor: std::sync::RwLock::new(redactor),
             session: Mutex::new(None),
             auth_refused: AtomicBool::new(false),
             metrics: None,
@@ -723,11 +732,7 @@ impl Client {
         };
         let doc = self.post(call.func, call.elid, &form, cap, on_row).await?;
         if let Some(raw) = doc.error.clone() {
-            let sid = match self.cfg.auth {
-                AuthMode::Session => form.iter().find(|(k, _)| *k == "auth").map(|(_, v)| *v),
-                AuthMode::Authinfo => None,
-            };
-            let api = Box::new(self.api_error(raw, sid));
+            let api = Box::new(ApiError::from_raw(raw));
             // A change answered with both a success mark and an error may have been applied:
             // it is neither a refusal nor a success (issue 10.2).
             let says_yes = doc.ok.is_some() || doc.fields.has("newexpiredate");
@@ -739,14 +744,6 @@ impl Client {
             return Err(Error::new(call.func, call.elid, kind));
         }
         Ok(doc)
-    }
-
-    /// An `<error>` as an [`ApiError`], with the password and the session id blanked out
-    /// wherever the server echoed them.
-    fn api_error(&self, raw: xml::RawError, sid: Option<&str>) -> ApiError {
-        let mut e = ApiError::from_raw(raw);
-        e.redact(&[self.password.expose_secret(), sid.unwrap_or_default()]);
-        e
     }
 
     async fn session_id(&self) -> Result<SecretString, Error> {
@@ -781,7 +778,7 @@ impl Client {
             let err = Error::new(
                 "auth",
                 None,
-                ErrorKind::Api(Box::new(self.api_error(raw, None))),
+                ErrorKind::Api(Box::new(ApiError::from_raw(raw))),
             );
             // Any refused login trips the fuse: retrying bad credentials leads to lockouts.
             self.auth_refused.store(true, Ordering::SeqCst);
@@ -799,6 +796,13 @@ impl Client {
                 )
             })?;
         tracing::debug!("logged in");
+        if let Ok(mut r) = self.redactor.write() {
+            *r = Redactor::new(&[
+                self.password.expose_secret(),
+                &format!("{}:{}", self.cfg.username, self.password.expose_secret()),
+                &sid,
+            ]);
+        }
         Ok(SecretString::from(sid))
     }
 
@@ -812,7 +816,21 @@ impl Client {
         on_row: &mut dyn FnMut(Fields),
     ) -> Result<Document, Error> {
         let started = Instant::now();
-        let res = self.exchange(func, elid, form, cap, on_row).await;
+        let redactor = self.redactor.read().map(|r| r.clone()).unwrap_or_default();
+        let mut clean_row = |mut row: Fields| {
+            redact_fields(&redactor, &mut row);
+            on_row(row)
+        };
+        let res = match self.exchange(func, elid, form, cap, &mut clean_row).await {
+            Ok(mut doc) => {
+                redact_document(&redactor, &mut doc);
+                Ok(doc)
+            }
+            Err(mut e) => {
+                redact_error(&redactor, &mut e.kind);
+                Err(e)
+            }
+        };
         if let Some(m) = &self.metrics {
             let result = match &res {
                 Ok(doc) if doc.error.is_some() => "api_error",
@@ -976,6 +994,79 @@ impl Client {
 
     fn classify(&self, e: reqwest::Error) -> ErrorKind {
         classify_with(e, self.cfg.timeout)
+    }
+}
+
+fn redact_fields(r: &Redactor, f: &mut Fields) {
+    for (k, v) in &mut f.0 {
+        r.clean_in_place(k);
+        r.clean_in_place(&mut v.text);
+        r.clean_opt(&mut v.orig);
+    }
+}
+
+/// Blanks secrets out of everything a parsed answer holds (but the session id a login answer
+/// carries, which is read from `attrs` before any redactor knows it).
+fn redact_document(r: &Redactor, doc: &mut Document) {
+    r.clean_opt(&mut doc.ok);
+    redact_fields(r, &mut doc.fields);
+    for (e, a, v) in &mut doc.attrs {
+        r.clean_in_place(e);
+        r.clean_in_place(a);
+        r.clean_in_place(v);
+    }
+    for (l, k, t) in &mut doc.options {
+        r.clean_in_place(l);
+        r.clean_in_place(k);
+        r.clean_in_place(t);
+    }
+    if let Some(e) = doc.error.as_mut() {
+        for f in [
+            &mut e.kind,
+            &mut e.object,
+            &mut e.code,
+            &mut e.val,
+            &mut e.msg,
+            &mut e.detail,
+        ] {
+            r.clean_opt(f);
+        }
+        for (k, v) in &mut e.params {
+            r.clean_in_place(k);
+            r.clean_in_place(v);
+        }
+    }
+}
+
+/// Blanks secrets out of an error's text: element names and details the parser quotes from the
+/// answer, transport texts, unexpected-answer messages.
+fn redact_error(r: &Redactor, kind: &mut ErrorKind) {
+    use xml::XmlError;
+    match kind {
+        ErrorKind::Connect(t)
+        | ErrorKind::Transport(t)
+        | ErrorKind::Unexpected(t)
+        | ErrorKind::Invalid(t) => r.clean_in_place(t),
+        ErrorKind::Xml(XmlError::NotADoc(t) | XmlError::Truncated(t) | XmlError::Read(t)) => {
+            r.clean_in_place(t)
+        }
+        ErrorKind::Xml(XmlError::Malformed { detail, .. }) => r.clean_in_place(detail),
+        ErrorKind::Api(a) | ErrorKind::Contradictory(a) => {
+            r.clean_in_place(&mut a.kind);
+            r.clean_opt(&mut a.object);
+            r.clean_opt(&mut a.code);
+            r.clean_opt(&mut a.msg);
+            r.clean_opt(&mut a.value);
+            for (k, v) in &mut a.params {
+                r.clean_in_place(k);
+                r.clean_in_place(v);
+            }
+        }
+        ErrorKind::Xml(XmlError::Empty)
+        | ErrorKind::Timeout(_)
+        | ErrorKind::Http { .. }
+        | ErrorKind::Redirect { .. }
+        | ErrorKind::TooLarge(_) => {}
     }
 }
 

@@ -213,42 +213,6 @@ impl ApiError {
         let msg = self.msg.as_deref().unwrap_or_default().to_lowercase();
         TYPES.contains(&kind.as_str()) || WORDS.iter().any(|w| msg.contains(w))
     }
-
-    /// Blanks out every occurrence of `secrets` (and their URL-encoded forms) that the server
-    /// echoed back into the message, object, value or params: an error is logged, printed and
-    /// written to the journal, and a password or session id must reach none of them.
-    pub fn redact(&mut self, secrets: &[&str]) {
-        let mut needles: Vec<String> = Vec::new();
-        for s in secrets.iter().filter(|s| !s.is_empty()) {
-            needles.push((*s).to_owned());
-            let encoded: String = url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
-            if encoded != *s {
-                needles.push(encoded);
-            }
-        }
-        let clean = |text: &mut String| {
-            for n in &needles {
-                if text.contains(n.as_str()) {
-                    *text = text.replace(n.as_str(), "[redacted]");
-                }
-            }
-        };
-        for field in [
-            &mut self.object,
-            &mut self.msg,
-            &mut self.value,
-            &mut self.code,
-        ] {
-            if let Some(text) = field.as_mut() {
-                clean(text);
-            }
-        }
-        clean(&mut self.kind);
-        for (k, v) in &mut self.params {
-            clean(k);
-            clean(v);
-        }
-    }
 }
 
 impl std::fmt::Display for ApiError {
@@ -375,28 +339,6 @@ mod tests {
             "__a____a__",
             "values are not refilled"
         );
-    }
-
-    #[test]
-    fn redact_blanks_echoed_secrets_and_their_encoded_forms() {
-        let raw = RawError {
-            kind: Some("value".into()),
-            object: Some("authinfo=u:p&w d".into()),
-            msg: Some("Bad authinfo=u:p%26w+d and p&w d".into()),
-            params: vec![("value".into(), "p&w d".into())],
-            ..RawError::default()
-        };
-        let mut e = ApiError::from_raw(raw);
-
-        e.redact(&["p&w d", ""]);
-
-        assert_eq!(e.object.as_deref(), Some("authinfo=u:[redacted]"));
-        assert_eq!(
-            e.msg.as_deref(),
-            Some("Bad authinfo=u:[redacted] and [redacted]")
-        );
-        assert_eq!(e.value.as_deref(), Some("[redacted]"));
-        assert_eq!(e.params[0].1, "[redacted]");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod dialect;
 pub mod error;
+pub mod redact;
 pub mod xml;
 
 pub use client::{Client, IpCheck, Listing, Renewed};

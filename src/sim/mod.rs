@@ -158,6 +158,10 @@ pub enum FaultKind {
     Contradictory { r#type: String, msg: String },
     /// Nothing applied; 200 with a bare `<ok/>`.
     OkNotApplied,
+    /// Nothing applied; 200 with `body`, where `{authinfo}`, `{password}` (its part after the
+    /// first `:`) and `{auth}` (the session id) are replaced by what the request sent: a
+    /// hostile server echoing credentials anywhere in its answer.
+    Echo { body: String },
     /// Lets the first `skip` matching requests through untouched, then acts as `then` (for
     /// "the re-read after the paid call fails" while the one before it works).
     After { skip: u32, then: Box<FaultKind> },

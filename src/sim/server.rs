@@ -197,6 +197,18 @@ async fn billmgr(
         }
         FaultKind::SlowDrip { chunk_ms } => Ok(drip(process(&shared, &params), chunk_ms)),
         FaultKind::Huge { bytes } => Ok(huge(&func, bytes)),
+        FaultKind::Echo { body } => {
+            let authinfo = params.get("authinfo").unwrap_or("");
+            let password = authinfo.split_once(':').map_or("", |(_, p)| p);
+            let auth = params.get("auth").unwrap_or("");
+            Ok(plain(
+                StatusCode::OK,
+                XML,
+                body.replace("{authinfo}", authinfo)
+                    .replace("{password}", password)
+                    .replace("{auth}", auth),
+            ))
+        }
         // `take_fault` unwraps one `After`; a nested one only delays, then passes through.
         FaultKind::After { .. } => Ok(xml(process(&shared, &params))),
         FaultKind::Contradictory { r#type, msg } => {

@@ -2,6 +2,7 @@
 //! `licrenew` binary against the simulator on loopback with real SQLite files.
 
 mod badinput;
+mod bounds;
 mod cli;
 mod client;
 mod crash;

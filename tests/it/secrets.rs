@@ -242,3 +242,66 @@ async fn a_refused_password_is_not_echoed_anywhere() {
     env.assert_no_canary_in_files();
     env.assert_no_credentials_in_urls();
 }
+
+/// A hostile server echoes the credentials it was sent into the places outside testing found
+/// leaking (a tag name, the root element, an unclosed tag, a list row's expiry, a view's id,
+/// the paid call's answer): stderr, stdout, the journal, the alert outbox and the alert hook's
+/// input hold zero bytes of the password.
+#[tokio::test]
+async fn credentials_a_server_echoes_anywhere_in_an_answer_reach_nothing_written() {
+    let cases: [(&str, &str, Option<i64>); 6] = [
+        ("software", "<doc><x></{authinfo}></doc>", None),
+        ("software", "<{password}/>", None),
+        ("software", "<doc><{password}>", None),
+        (
+            "software",
+            "<doc><elem><id>3009</id><licname>x</licname><price>7</price><period>8</period><status>2</status><expiredate>{authinfo}</expiredate></elem></doc>",
+            None,
+        ),
+        (
+            "software.edit",
+            "<doc><id>{password}</id><expiredate>2030-01-01</expiredate><price>7</price></doc>",
+            Some(3001),
+        ),
+        ("software.period", "<doc><{password}><ok/>", Some(3001)),
+    ];
+    for (func, body, elid) in cases {
+        let env = Env::new().await;
+        env.write_policy("lite.toml", LITE);
+        let hook = env.path("hook-input");
+        let script = env.path("hook.sh");
+        std::fs::write(&script, format!("#!/bin/sh\ncat >> {}\n", hook.display())).expect("hook");
+        std::process::Command::new("chmod")
+            .arg("+x")
+            .arg(&script)
+            .status()
+            .expect("chmod");
+        env.write_config(&format!(
+            "[alerts]\ncommand = \"{}\"\n[renewal]\nsettle = \"0s\"\n",
+            script.display()
+        ));
+        place_due(&env, 3001, 1);
+        env.sim.add_fault(Fault {
+            func: Some(func.into()),
+            elid,
+            kind: FaultKind::Echo { body: body.into() },
+            times: None,
+        });
+
+        let out = env.run(&["renew"]).await;
+
+        assert_no_panic(&out);
+        assert_eq!(code(&out), 1, "{func}: {}", stderr(&out));
+        assert_no_canary("stdout", &stdout(&out));
+        assert_no_canary("stderr", &stderr(&out));
+        assert!(
+            stderr(&out).contains("[redacted]"),
+            "{func}: the echo was seen and blanked: {}",
+            stderr(&out)
+        );
+        assert!(hook.exists(), "{func}: the alert hook ran");
+        assert_not_in_files(&env, CANARY);
+        let encoded: String = url::form_urlencoded::byte_serialize(CANARY.as_bytes()).collect();
+        assert_not_in_files(&env, &encoded);
+    }
+}

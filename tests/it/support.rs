@@ -19,6 +19,7 @@ pub fn billmgr(url: &str, auth: AuthMode) -> BillmgrSettings {
         timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(1),
         read_attempts: 1,
+        allow_insecure_http: false,
         max_body: 1024 * 1024,
         max_answer: 1024 * 1024,
     }
