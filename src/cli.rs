@@ -41,6 +41,7 @@ EXIT STATUS:
 
 SIGNALS (licrenew run):
   SIGHUP          re-read config and policies; keep the old ones if the new are invalid
+                  (`licrenew reload --pid PID` sends it and waits for the verdict)
   SIGTERM/SIGINT  finish and record the renewal in flight, then exit 0"
 )]
 pub struct Args {
@@ -139,6 +140,16 @@ pub enum Command {
     },
     /// Run the renewal service on the configured cron schedule until SIGTERM
     Run,
+    /// Ask the running service to reload config and policies (SIGHUP) and wait for its
+    /// verdict: exit 0 when taken, 1 when refused (the reason is printed). For ExecReload=.
+    Reload {
+        /// The service's process id (the unit passes $MAINPID)
+        #[arg(long)]
+        pid: i32,
+        /// How long to wait for the verdict
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Try licrenew out: a built-in simulator, sample policies and a fast schedule (Ctrl-C ends it)
     Demo {
         /// Sample licenses in the simulated account
@@ -406,6 +417,7 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
                     .into_iter()
                     .filter(|l| horizon.is_none_or(|h| l.expiry <= h))
                     .collect();
+                store.close().await;
                 print_stored(&s.catalog, &rows, args.json);
                 return Ok(ExitCode::SUCCESS);
             }
@@ -420,6 +432,7 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
             let mut listing = client.list(window).await?;
             let unresolved = std::mem::take(&mut listing.unresolved);
             let resolved = crate::resolve::resolve(
+                None,
                 &client,
                 &s.catalog,
                 &std::collections::HashMap::new(),
@@ -467,9 +480,57 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
             crate::daemon::run(s, policies).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reload { pid, timeout } => reload(&args, *pid, *timeout).await,
         Command::Demo { licenses, every } => crate::demo::run(*licenses, *every)
             .await
             .map_err(Failure::Other),
+    }
+}
+
+/// Sends SIGHUP to the service and waits until it recorded the reload's outcome.
+async fn reload(args: &Args, pid: i32, timeout: std::time::Duration) -> Result<ExitCode, Failure> {
+    let s = settings(args)?;
+    let store = crate::store::Store::open(&s.database)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let before = crate::daemon::last_reload(&store)
+        .await
+        .map_err(anyhow::Error::from)?;
+    // SAFETY: kill takes plain integers; a wrong pid is an error code, not undefined behavior.
+    if pid <= 0 || unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        store.close().await;
+        return Err(Failure::Other(anyhow::anyhow!(
+            "cannot signal process {pid}: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    let outcome = loop {
+        let now = crate::daemon::last_reload(&store)
+            .await
+            .map_err(anyhow::Error::from)?;
+        if now.seq > before.seq {
+            break Some(now);
+        }
+        if std::time::Instant::now() >= deadline {
+            break None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    store.close().await;
+    match outcome {
+        Some(o) if o.ok => {
+            println!("reloaded");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(o) => Err(Failure::Other(anyhow::anyhow!(
+            "reload refused, the running config and policies are kept: {}",
+            o.error.unwrap_or_default()
+        ))),
+        None => Err(Failure::Other(anyhow::anyhow!(
+            "process {pid} recorded no reload within {}",
+            humantime::format_duration(timeout)
+        ))),
     }
 }
 
@@ -525,6 +586,7 @@ async fn prolong(
         max_per_cycle: 1,
         cycle: Some(cycle),
         source: "manual",
+        stop: None,
     };
     let mut counts = crate::store::CycleCounts::default();
     // An earlier renewal of this license whose outcome is open (an interrupted `prolong`, a

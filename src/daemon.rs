@@ -11,6 +11,7 @@ use crate::config::Settings;
 use crate::domain::License;
 use crate::policy::{self, ActionKind, Policies};
 use crate::renew::{Event, Executor, Fatal, Outcome};
+use crate::stop::unless_stopped;
 use crate::store::{CycleCounts, Store};
 use chrono::{NaiveDate, Utc};
 use futures_util::StreamExt;
@@ -256,7 +257,7 @@ async fn cycle_body(
 ) -> Result<(), Fatal> {
     let s = &ctx.settings;
     let today = Utc::now().date_naive();
-    let listed: &[License] = match sync(ctx, today).await {
+    let listed: &[License] = match sync(ctx, today, stop).await {
         Ok(synced) => {
             report.unreadable_rows = synced.unreadable;
             report.lapsed = synced
@@ -279,6 +280,10 @@ async fn cycle_body(
             report.error = Some(e.to_string());
             return Ok(());
         }
+        Err(SyncError::Stopped) => {
+            report.outcome = "interrupted".into();
+            return Ok(());
+        }
     };
     report.counts.listed = listed.len() as u32;
     if mode == Mode::Sync {
@@ -292,6 +297,7 @@ async fn cycle_body(
         max_per_cycle: s.renewal.max_per_cycle,
         cycle: Some(cycle),
         source: "policy",
+        stop: Some(stop.clone()),
     };
     if mode == Mode::Renew {
         for row in ctx.store.open_renewals().await? {
@@ -392,6 +398,8 @@ async fn record(ctx: &Ctx, report: &mut CycleReport, ev: Event, cycle: i64) -> R
 enum SyncError {
     Fatal(Fatal),
     Api(crate::billmgr::Error),
+    /// A stop was asked for during a read: abandoned.
+    Stopped,
 }
 
 impl From<crate::store::StoreError> for SyncError {
@@ -401,9 +409,17 @@ impl From<crate::store::StoreError> for SyncError {
 }
 
 /// Lists the window, records it in one transaction, and re-reads licenses that left it.
-async fn sync(ctx: &Ctx, today: NaiveDate) -> Result<Synced, SyncError> {
+async fn sync(
+    ctx: &Ctx,
+    today: NaiveDate,
+    stop: &watch::Receiver<bool>,
+) -> Result<Synced, SyncError> {
     let (from, to) = window(&ctx.settings, today);
-    let mut listing = match ctx.client.list(Some((from, to))).await {
+    let stop = Some(stop);
+    let listed = unless_stopped(stop, ctx.client.list(Some((from, to))))
+        .await
+        .ok_or(SyncError::Stopped)?;
+    let mut listing = match listed {
         Ok(l) => l,
         Err(e) if e.is_auth() => return Err(SyncError::Fatal(Fatal::Auth(e))),
         Err(e) => return Err(SyncError::Api(e)),
@@ -433,6 +449,7 @@ async fn sync(ctx: &Ctx, today: NaiveDate) -> Result<Synced, SyncError> {
         let unresolved = std::mem::take(&mut listing.unresolved);
         if !unresolved.is_empty() {
             let r = match crate::resolve::resolve(
+                stop,
                 &ctx.client,
                 &ctx.settings.catalog,
                 &known,
@@ -465,7 +482,10 @@ async fn sync(ctx: &Ctx, today: NaiveDate) -> Result<Synced, SyncError> {
     let mut lapsed = Vec::new();
     for &elid in missing.iter().take(GONE_CHECKS_PER_CYCLE) {
         crate::systemd::alive();
-        match ctx.client.view(elid).await {
+        let read = unless_stopped(stop, ctx.client.view(elid))
+            .await
+            .ok_or(SyncError::Stopped)?;
+        match read {
             Ok(fresh) => {
                 ctx.store.update_license(&fresh, now).await?;
                 if fresh.status == crate::domain::Status::Deleted {
@@ -604,6 +624,59 @@ pub fn max_jitter(cron: &str, jitter: Duration) -> Duration {
     jitter.min(interval / 10)
 }
 
+/// The outcome of a reload as `licrenew reload` waits for it (`meta` key `reload`).
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ReloadOutcome {
+    /// Counts reloads over the database's life: `licrenew reload` waits for it to change.
+    pub seq: u64,
+    pub ok: bool,
+    pub error: Option<String>,
+}
+
+/// The last reload outcome recorded in the database.
+pub async fn last_reload(store: &Store) -> Result<ReloadOutcome, crate::store::StoreError> {
+    Ok(store
+        .meta("reload")
+        .await?
+        .and_then(|(v, _)| serde_json::from_str(&v).ok())
+        .unwrap_or_default())
+}
+
+/// Records a reload's outcome (database, metrics) and alerts when it was refused, so a refused
+/// reload is seen: `systemctl reload` fails, the gauge drops to 0, an alert goes out.
+async fn record_reload(ctx: &Ctx, refused: Option<String>) -> anyhow::Result<()> {
+    let now = Utc::now();
+    let seq = last_reload(&ctx.store).await?.seq + 1;
+    let outcome = ReloadOutcome {
+        seq,
+        ok: refused.is_none(),
+        error: refused.clone(),
+    };
+    ctx.store
+        .set_meta("reload", &serde_json::to_string(&outcome)?, now)
+        .await?;
+    ctx.metrics.reload_finished(outcome.ok, now);
+    if let Some(why) = refused {
+        let alert = crate::alerts::Alert {
+            key: format!("config_reload_failed:{seq}"),
+            event: "config_reload_failed".into(),
+            elid: None,
+            licname: None,
+            product: None,
+            outcome: None,
+            error: Some(why),
+            expiry: None,
+            cycle: None,
+            message: "a reload of config and policies was refused: the running ones are kept"
+                .into(),
+        };
+        if crate::alerts::enqueue(&ctx.store, &ctx.settings.alerts, &[alert], now).await? > 0 {
+            ctx.alert_wake.notify_one();
+        }
+    }
+    Ok(())
+}
+
 /// Reloads config and policies from disk; `Err` (with the reason) keeps the old ones.
 fn reload(ctx: &mut Ctx) -> Result<bool, String> {
     let file = ctx.settings.file.clone();
@@ -657,7 +730,7 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
             .set_licenses(&ctx.store.licenses().await?, &ctx.settings.catalog);
         let interval = crate::metrics::cron_interval(&ctx.settings.schedule.cron)
             .unwrap_or(Duration::from_secs(6 * 3600));
-        crate::metrics::serve(listen, ctx.metrics.clone(), interval, stop.clone()).await?;
+        crate::http::serve(listen, ctx.metrics.clone(), interval, stop.clone()).await?;
     }
     let delivery = tokio::spawn(crate::alerts::deliver_forever(
         ctx.store.clone(),
@@ -694,9 +767,10 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
             _ = stop_rx.changed() => break,
             _ = heartbeat.tick() => crate::systemd::alive(),
             _ = hup.recv() => {
-                match reload(&mut ctx) {
+                let result = reload(&mut ctx);
+                match &result {
                     Ok(cron_changed) => {
-                        if cron_changed {
+                        if *cron_changed {
                             sched.remove(&job).await?;
                             job = sched.add(make_job(&ctx.settings.schedule.cron, tick_tx.clone(), busy.clone())?).await?;
                         }
@@ -704,6 +778,7 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
                     }
                     Err(why) => tracing::error!(event = "reload", error = %why, "reload refused: keeping the running config and policies"),
                 }
+                record_reload(&ctx, result.err()).await?;
             }
             Some(()) = ticks.recv() => {
                 busy.store(true, Ordering::SeqCst);
@@ -780,6 +855,7 @@ pub async fn startup_reconcile(ctx: &Ctx) -> anyhow::Result<()> {
         max_per_cycle: 0,
         cycle: None,
         source: "policy",
+        stop: None,
     };
     for row in rows {
         match exec.reconcile(&row).await {

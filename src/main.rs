@@ -3,16 +3,35 @@
 
 use clap::Parser;
 use std::process::ExitCode;
+use std::time::Duration;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     licrenew::systemd::forbid_core_dumps();
     let args = licrenew::cli::Args::parse();
-    match licrenew::cli::run(args).await {
-        Ok(code) => code,
-        Err(failure) => {
-            eprintln!("licrenew: error: {failure}");
-            failure.exit_code()
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // Parsers of answers run on blocking threads; a few at a time is all licrenew needs,
+        // and the unit's TasksMax= must hold.
+        .max_blocking_threads(16)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("licrenew: error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
         }
-    }
+    };
+    let code = rt.block_on(async {
+        match licrenew::cli::run(args).await {
+            Ok(code) => code,
+            Err(failure) => {
+                eprintln!("licrenew: error: {failure}");
+                failure.exit_code()
+            }
+        }
+    });
+    // A read abandoned at a stop may still wait on a silent server on a blocking thread: it
+    // must not hold the exit (the outcome that matters is already recorded).
+    rt.shutdown_timeout(Duration::from_secs(1));
+    code
 }

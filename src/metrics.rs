@@ -1,8 +1,8 @@
-//! Prometheus metrics and the health check, served over HTTP by [`serve`].
+//! Prometheus metrics and the health rule; served over HTTP by [`crate::http`].
 //!
 //! Owns the `licrenew_…` series (one explicit prometheus-client registry per [`Metrics`], no
-//! global recorder, so every test gets its own), the health rule (a recent successful cycle and
-//! an accepted login) and the small axum server for `GET /metrics` and `GET /healthz`. Callers
+//! global recorder, so every test gets its own) and the health rule (a recent successful cycle
+//! and an accepted login). Callers
 //! report what happened through the `observe_*`/`cycle_*`/`set_licenses` methods. Must not
 //! decide anything about renewals, touch the database or the API, or read the clock outside
 //! [`Metrics::new`] and the HTTP handlers (everything else takes `now`/`at` as a parameter).
@@ -10,11 +10,6 @@
 use crate::catalog::Catalog;
 use crate::domain::Status;
 use crate::store::StoredLicense;
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use chrono::{DateTime, NaiveTime, SubsecRound, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -22,11 +17,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// The `Content-Type` of `GET /metrics`.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -106,6 +99,10 @@ pub struct Metrics {
     /// A family without labels so the series is absent until the first login attempt: a
     /// `0` before the first cycle (hours away on the default schedule) would read as refused.
     login_ok: Family<Vec<(String, String)>, Gauge>,
+    /// 1 when the last reload (SIGHUP) was taken, 0 when it was refused (as Prometheus itself
+    /// names them); the config read at start counts as a successful load.
+    config_reload_ok: Gauge,
+    config_reload_success: TimestampGauge,
     /// Taken for writing while the per-license families are cleared and refilled, for reading
     /// while rendering, so a scrape never sees them half-replaced (empty for an instant).
     licenses_swap: RwLock<()>,
@@ -123,7 +120,7 @@ impl Metrics {
         Metrics::created_at(Utc::now())
     }
 
-    fn created_at(created: DateTime<Utc>) -> Metrics {
+    pub(crate) fn created_at(created: DateTime<Utc>) -> Metrics {
         let mut registry = Registry::with_prefix("licrenew");
         let licenses = Family::<LicenseCountLabels, Gauge>::default();
         registry.register(
@@ -192,6 +189,21 @@ impl Metrics {
             "1 if the last login or call was accepted, 0 if the credentials were refused (absent before the first attempt)",
             login_ok.clone(),
         );
+        let config_reload_ok = Gauge::default();
+        config_reload_ok.set(1);
+        registry.register(
+            "config_last_reload_successful",
+            "1 if the last reload of config and policies was taken, 0 if it was refused",
+            config_reload_ok.clone(),
+        );
+        let config_reload_success = TimestampGauge::default();
+        config_reload_success.set(created.timestamp() as f64);
+        registry.register_with_unit(
+            "config_last_reload_success_timestamp",
+            "When config and policies were last loaded successfully",
+            Unit::Seconds,
+            config_reload_success.clone(),
+        );
         Metrics {
             registry,
             licenses,
@@ -204,6 +216,8 @@ impl Metrics {
             last_successful_cycle,
             cycle_duration,
             login_ok,
+            config_reload_ok,
+            config_reload_success,
             licenses_swap: RwLock::new(()),
             health: Mutex::new(HealthState {
                 created,
@@ -232,6 +246,14 @@ impl Metrics {
 
     /// A login attempt or any call's auth outcome: `true` = credentials accepted, `false` = an
     /// `auth` error.
+    /// A reload (SIGHUP) was taken (`ok`) or refused, at `at`.
+    pub fn reload_finished(&self, ok: bool, at: DateTime<Utc>) {
+        self.config_reload_ok.set(i64::from(ok));
+        if ok {
+            self.config_reload_success.set(at.timestamp() as f64);
+        }
+    }
+
     pub fn observe_login(&self, ok: bool) {
         self.login_ok.get_or_create(&Vec::new()).set(i64::from(ok));
         self.health_state().login_ok = Some(ok);
@@ -417,64 +439,6 @@ fn cron_interval_from(cron: &str, from: DateTime<Utc>) -> Option<Duration> {
         }
     }
     longest?.to_std().ok()
-}
-
-#[derive(Clone)]
-struct AppState {
-    metrics: Arc<Metrics>,
-    interval: Duration,
-}
-
-/// Serves `GET /metrics` (OpenMetrics text) and `GET /healthz` (200 `ok` or 503 with the
-/// reason) on `listen` until `stop` turns true (or its sender is dropped). Returns the bound
-/// address (`listen` may use port 0) and the server task.
-pub async fn serve(
-    listen: SocketAddr,
-    metrics: Arc<Metrics>,
-    interval: Duration,
-    mut stop: watch::Receiver<bool>,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
-    let app = Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(health_handler))
-        .with_state(AppState { metrics, interval });
-    let task = tokio::spawn(async move {
-        let shutdown = async move {
-            // An error means the sender is gone: nobody can ask us to stop any more, so stop.
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(event = "metrics", error = %e, "metrics server failed");
-        }
-    });
-    tracing::info!(event = "metrics", listen = %addr, "serving /metrics and /healthz");
-    Ok((addr, task))
-}
-
-async fn metrics_handler(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
-        state.metrics.render(),
-    )
-        .into_response()
-}
-
-async fn health_handler(State(state): State<AppState>) -> Response {
-    let text_plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
-    match state.metrics.health(Utc::now(), state.interval) {
-        Ok(()) => (StatusCode::OK, text_plain, "ok\n".to_owned()).into_response(),
-        Err(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            text_plain,
-            format!("{reason}\n"),
-        )
-            .into_response(),
-    }
 }
 
 #[cfg(test)]
@@ -832,67 +796,5 @@ mod tests {
     #[test]
     fn cron_interval_of_a_bad_expression_is_none() {
         assert_eq!(cron_interval("every five minutes"), None);
-    }
-
-    #[tokio::test]
-    async fn server_exposes_metrics_and_health_until_stopped() {
-        let m = Arc::new(Metrics::created_at(at(0, 0)));
-        m.observe_renewal("ok");
-        m.cycle_finished(Utc::now(), true, Duration::from_secs(1));
-        let (stop_tx, stop) = watch::channel(false);
-        let (addr, task) = serve(
-            "127.0.0.1:0".parse().expect("literal address"),
-            m.clone(),
-            Duration::from_secs(3600),
-            stop,
-        )
-        .await
-        .expect("bind on loopback");
-        let http = reqwest::Client::new();
-
-        let scrape = http
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .expect("scrape /metrics");
-        assert_eq!(scrape.status(), 200);
-        assert_eq!(
-            scrape
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok()),
-            Some(OPENMETRICS_CONTENT_TYPE)
-        );
-        let body = scrape.text().await.expect("metrics body");
-        assert!(
-            body.contains("licrenew_renewals_total{outcome=\"ok\"} 1\n"),
-            "{body}"
-        );
-
-        let healthy = http
-            .get(format!("http://{addr}/healthz"))
-            .send()
-            .await
-            .expect("get /healthz");
-        assert_eq!(healthy.status(), 200);
-        assert_eq!(healthy.text().await.expect("health body"), "ok\n");
-
-        m.observe_login(false);
-        let sick = http
-            .get(format!("http://{addr}/healthz"))
-            .send()
-            .await
-            .expect("get /healthz");
-        assert_eq!(sick.status(), 503);
-        assert_eq!(
-            sick.text().await.expect("health body"),
-            "last login refused\n"
-        );
-
-        stop_tx.send(true).expect("server still listening");
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("server stops when asked")
-            .expect("server task did not panic");
     }
 }

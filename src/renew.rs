@@ -11,6 +11,7 @@ use crate::billmgr::{Certainty, Client, Error as ApiFailure};
 use crate::catalog::Catalog;
 use crate::domain::{License, Status};
 use crate::policy::{Action, GONE_CLASS, JournalState};
+use crate::stop::unless_stopped;
 use crate::store::{Intent, IntentResult, JournalRow, Settlement, Store, StoreError};
 use chrono::{NaiveDate, Utc};
 use std::time::Duration;
@@ -159,6 +160,8 @@ pub struct Executor<'a> {
     pub cycle: Option<i64>,
     /// `policy` for the daemon, `manual` for `licrenew prolong`.
     pub source: &'static str,
+    /// A stop asked for abandons every read at once (the paid call in flight is awaited).
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// The reason of a renewal the server answered but a re-read did not confirm.
@@ -205,7 +208,12 @@ impl Executor<'_> {
         };
         let age = (now - row.created_at).to_std().unwrap_or_default();
         let settled = age >= self.settle;
-        let fresh = match self.client.view(row.elid).await {
+        let Some(read) = unless_stopped(self.stop.as_ref(), self.client.view(row.elid)).await
+        else {
+            self.keep_open(row, "interrupted").await?;
+            return Ok(ev(Outcome::Unknown).reason("settling (stopping)"));
+        };
+        let fresh = match read {
             Ok(l) => l,
             Err(e) if e.is_auth() => return Err(Fatal::Auth(e)),
             Err(e) if e.is_missed() && settled => {
@@ -314,7 +322,8 @@ impl Executor<'_> {
                 // A refusal is definite, but should the billing have applied it all the same,
                 // the journal must say so rather than pay again (the re-read would refuse the
                 // retry anyway, the expiry having moved).
-                if let Ok(now) = self.client.view(first.elid).await
+                if let Some(Ok(now)) =
+                    unless_stopped(self.stop.as_ref(), self.client.view(first.elid)).await
                     && now.expiry > first.expiry
                 {
                     let s = Settlement {
@@ -359,7 +368,11 @@ impl Executor<'_> {
         }
 
         // 1. Re-read just before paying.
-        let fresh = match self.client.view(planned.elid).await {
+        let Some(read) = unless_stopped(self.stop.as_ref(), self.client.view(planned.elid)).await
+        else {
+            return done(base(planned, Outcome::Skipped).reason("stopping"));
+        };
+        let fresh = match read {
             Ok(l) => l,
             Err(e) if e.is_auth() => return Err(Fatal::Auth(e)),
             Err(e) => {
@@ -417,7 +430,17 @@ impl Executor<'_> {
             Ok(ans) => {
                 // The server said yes. It is `ok` only once a license read afterwards shows
                 // the expiry moved (issue 10.3): the journal must say what the billing says.
-                let after = self.client.view(fresh.elid).await;
+                let after = unless_stopped(self.stop.as_ref(), self.client.view(fresh.elid))
+                    .await
+                    .unwrap_or_else(|| {
+                        Err(ApiFailure::new(
+                            "view",
+                            Some(fresh.elid),
+                            crate::billmgr::ErrorKind::Invalid(
+                                "stopping: the license was not read again".into(),
+                            ),
+                        ))
+                    });
                 let detail = match &after {
                     Ok(a) if a.expiry > fresh.expiry => None,
                     Ok(a) => Some(format!(

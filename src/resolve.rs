@@ -26,6 +26,7 @@ pub struct Resolved {
 /// Resolves `rows`. `known` is what the database has of these licenses (by elid). Only a
 /// refused login is returned as an error: any other failure makes that row unreadable.
 pub async fn resolve(
+    stop: Option<&tokio::sync::watch::Receiver<bool>>,
     client: &Client,
     catalog: &Catalog,
     known: &HashMap<i64, StoredLicense>,
@@ -59,7 +60,11 @@ pub async fn resolve(
         }
         if product.is_none() || period.is_none() {
             crate::systemd::alive();
-            match client.view(l.elid).await {
+            let Some(read) = crate::stop::unless_stopped(stop, client.view(l.elid)).await else {
+                // Stopping: the rest stays unresolved, and is not planned this cycle.
+                break;
+            };
+            match read {
                 Ok(form) => {
                     out.views += 1;
                     product = product.or(Some(form.product));

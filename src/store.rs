@@ -226,8 +226,12 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
+        // One connection kept for the store's life: no idle or lifetime reaper task, which,
+        // for a store dropped unclosed while its runtime shut down, spun a core (soak).
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts)
             .await
@@ -409,6 +413,37 @@ impl Store {
             }
         }
         Ok(known)
+    }
+
+    /// Remembers a small fact (`meta` table), replacing the last value.
+    pub async fn set_meta(
+        &self,
+        key: &str,
+        value: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO meta (key, value, updated_at) VALUES (?, ?, ?)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A fact remembered by [`Store::set_meta`], with when.
+    pub async fn meta(&self, key: &str) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+        let row = sqlx::query("SELECT value, updated_at FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some((r.try_get("value")?, r.try_get("updated_at")?)),
+            None => None,
+        })
     }
 
     /// Records one license just read (after a view).
@@ -1261,6 +1296,29 @@ mod tests {
             .expect("decisions");
         let row = store.license(1).await.expect("read").expect("row");
         assert_eq!(row.last_outcome.as_deref(), Some("ok"));
+    }
+
+    #[test]
+    fn a_runtime_ends_promptly_even_with_a_store_dropped_unclosed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("s.db");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let store = Store::open(&path).await.expect("open");
+                store.integrity_check().await.expect("check");
+                drop(store);
+            });
+            drop(rt);
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the runtime shut down with the unclosed store");
     }
 
     #[test]

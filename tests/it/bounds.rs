@@ -198,3 +198,292 @@ async fn the_alert_hook_gets_an_allow_listed_environment_not_ours() {
     assert!(!seen.contains("SOME_OTHER_SECRET"), "{seen}");
     assert!(!seen.contains(CANARY), "{seen}");
 }
+
+/// A free TCP port on loopback.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Raises this process's open-files soft limit to its hard limit.
+fn raise_own_nofile() {
+    // SAFETY: getrlimit/setrlimit read and write a plain struct we own.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// The service's stderr, written to a file while it runs.
+fn log_file(env: &Env) -> (std::fs::File, std::path::PathBuf) {
+    let p = env.path("service.log");
+    (std::fs::File::create(&p).expect("log file"), p)
+}
+
+#[tokio::test]
+async fn eleven_hundred_idle_connections_to_the_metrics_port_do_not_starve_a_cycle() {
+    raise_own_nofile();
+    let env = Env::new().await;
+    env.write_policy("lite.toml", crate::ledger::LITE);
+    let port = free_port();
+    env.write_config(&format!(
+        "[schedule]\ncron = \"* * * * * *\"\njitter = \"0s\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
+    ));
+    let (log, log_path) = log_file(&env);
+    let mut cmd = env.command(&["run"], &[]);
+    cmd.stdout(std::process::Stdio::null()).stderr(log);
+    // SAFETY: setrlimit in the child before exec touches only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 1024,
+                rlim_max: 1024,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    crate::ledger::wait_for(
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "the metrics port",
+    )
+    .await;
+
+    // 1,100 clients connect (in waves, as the kernel lets them) and say nothing. A listener
+    // that accepted them all would run out of its 1,024 descriptors.
+    let pid = child.id().expect("pid");
+    let descriptors = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let mut idle = Vec::new();
+    let mut most = 0;
+    for _ in 0..4 {
+        let attempts = (idle.len()..1100).map(|_| {
+            tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::net::TcpStream::connect(("127.0.0.1", port)),
+            )
+        });
+        idle.extend(
+            futures_util::future::join_all(attempts)
+                .await
+                .into_iter()
+                .filter_map(|c| c.ok().and_then(Result::ok)),
+        );
+        most = most.max(descriptors());
+    }
+    let due = crate::ledger::place_due(&env, 3001, 1);
+    crate::ledger::wait_for(
+        || env.sim.paid_calls(3001) == 1,
+        "a cycle renewing beside the idle connections",
+    )
+    .await;
+    most = most.max(descriptors());
+    let opened = idle.len();
+    drop(idle);
+    let scrape = tokio::time::timeout(
+        Duration::from_secs(15),
+        reqwest::get(format!("http://127.0.0.1:{port}/healthz")),
+    )
+    .await;
+    crate::support::signal(pid, "TERM");
+    let _ = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+
+    assert!(
+        most < 200,
+        "the service held {most} descriptors with {opened} clients connected"
+    );
+    assert!(
+        scrape.is_ok_and(|r| r.is_ok()),
+        "the endpoint answers once the idle clients are gone"
+    );
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    assert!(!log.contains("Too many open files"), "{log}");
+    crate::ledger::assert_invariants(&env, &due).await;
+}
+
+#[tokio::test]
+async fn sigterm_while_reads_hang_exits_within_ten_seconds() {
+    let env = Env::new().await;
+    // Five stored licenses that left the window: each is re-read, and the server never answers.
+    let past = env.today() - chrono::Duration::days(40);
+    for id in 3001..3006 {
+        env.place(id, 17, 31, past, 3);
+    }
+    let stored = env
+        .run_env(&["sync"], &[("LICRENEW__SCHEDULE__LOOKBACK", "60d")])
+        .await;
+    assert_eq!(code(&stored), 0, "{}", stderr(&stored));
+    env.sim.add_fault(licrenew::sim::Fault {
+        func: Some("software.edit".into()),
+        elid: None,
+        kind: licrenew::sim::FaultKind::Delay { ms: 120_000 },
+        times: None,
+    });
+    env.write_config("[schedule]\ncron = \"* * * * * *\"\njitter = \"0s\"\n");
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    // A long timeout, so only abandoning the reads can make the exit prompt.
+    std::fs::write(
+        &env.config,
+        text.replace("\ntimeout = \"3s\"", "\ntimeout = \"60s\""),
+    )
+    .expect("config");
+    let child = env
+        .command(&["run"], &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().expect("pid");
+    crate::ledger::wait_for(
+        || crate::ledger::seen(&env, "software.edit"),
+        "a re-read in flight",
+    )
+    .await;
+
+    let started = Instant::now();
+    crate::support::signal(pid, "TERM");
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("exits")
+        .expect("status");
+
+    assert!(out.status.success(), "{:?}", out.status);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn the_watchdog_is_fed_between_the_pages_of_a_slow_list() {
+    let env = Env::for_api_with(licrenew::config::Api::Billmgr5, 4500).await;
+    env.write_config("[schedule]\ncron = \"* * * * * *\"\njitter = \"0s\"\n");
+    env.sim.add_fault(licrenew::sim::Fault {
+        func: Some("soft".into()),
+        elid: None,
+        kind: licrenew::sim::FaultKind::Delay { ms: 1500 },
+        times: None,
+    });
+    let sock_path = env.path("notify.sock");
+    let sock = tokio::net::UnixDatagram::bind(&sock_path).expect("bind");
+    let sp = sock_path.to_string_lossy().into_owned();
+    let child = env
+        .command(
+            &["run"],
+            &[("NOTIFY_SOCKET", &sp), ("WATCHDOG_USEC", "5000000")],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().expect("pid");
+
+    // From READY until the first cycle's STATUS (5 pages of 1.5 s): the gaps between pings.
+    let mut buf = vec![0u8; 4096];
+    let mut last_ping: Option<Instant> = None;
+    let mut gaps = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while Instant::now() < deadline {
+        let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), sock.recv(&mut buf)).await
+        else {
+            continue;
+        };
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if msg.contains("WATCHDOG=1") || msg.contains("READY=1") {
+            if let Some(t) = last_ping {
+                gaps.push(t.elapsed());
+            }
+            last_ping = Some(Instant::now());
+        }
+        if msg.contains("STATUS=cycle") {
+            break;
+        }
+    }
+    crate::support::signal(pid, "TERM");
+    let _ = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output()).await;
+
+    let pages = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.func == "soft" && r.form.iter().any(|(k, v)| k == "p_cnt" && v != "1"))
+        .count();
+    assert!(pages >= 5, "a paged list: {pages}");
+    let worst = gaps.iter().max().copied().unwrap_or_default();
+    assert!(!gaps.is_empty());
+    assert!(
+        worst < Duration::from_secs(4),
+        "a gap of {worst:?} between watchdog pings (WatchdogSec 5 s): {gaps:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_reload_fails_the_reload_command_drops_the_gauge_and_alerts() {
+    let env = Env::new().await;
+    env.write_policy("lite.toml", crate::ledger::LITE);
+    let port = free_port();
+    env.write_config(&format!(
+        "[schedule]\ncron = \"0 0 0 1 1 *\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n"
+    ));
+    let (log, log_path) = log_file(&env);
+    let mut child = env
+        .command(&["run"], &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().expect("pid").to_string();
+    crate::ledger::wait_for(
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "the service",
+    )
+    .await;
+    let gauge = || async {
+        reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("body")
+            .lines()
+            .find(|l| l.starts_with("licrenew_config_last_reload_successful"))
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    env.write_policy(
+        "lite.toml",
+        "product = \"ISPmanager Lite\"\nrenew = maybe\n",
+    );
+    let refused = env.run(&["reload", "--pid", &pid]).await;
+    let after_refusal = gauge().await;
+    env.write_policy("lite.toml", crate::ledger::LITE);
+    let taken = env.run(&["reload", "--pid", &pid]).await;
+    let after_fix = gauge().await;
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+
+    assert_eq!(code(&refused), 1, "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("reload refused") && stderr(&refused).contains("lite.toml"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(after_refusal.ends_with(" 0"), "{after_refusal}");
+    assert_eq!(code(&taken), 0, "{}", stderr(&taken));
+    assert!(after_fix.ends_with(" 1"), "{after_fix}");
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    assert!(log.contains("config_reload_failed"), "{log}");
+}

@@ -303,6 +303,7 @@ async fn metrics_match_the_database_after_a_cycle_and_healthz_turns_503_when_cyc
         .await
         .expect("db");
     let rows = store.licenses().await.expect("rows");
+    store.close().await;
     let lite_active = rows
         .iter()
         .filter(|r| r.product == 7 && r.status == 2 && r.gone_since.is_none())
