@@ -1,0 +1,190 @@
+//! What the database and the account hold: licenses, history, check, catalog.
+
+use super::print::*;
+use super::{Args, Failure, connect, optional_settings, policies_offline, settings};
+use crate::catalog::Catalog;
+use crate::config::ConfigError;
+use std::process::ExitCode;
+
+pub(super) fn catalog(args: &Args) -> Result<ExitCode, Failure> {
+    let catalog = optional_settings(args)?
+        .map(|s| s.catalog_all)
+        .unwrap_or_else(Catalog::builtin);
+    print_catalog(&catalog, args.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn licenses(
+    args: &Args,
+    live: bool,
+    expiring: Option<std::time::Duration>,
+) -> Result<ExitCode, Failure> {
+    let s = settings(args)?;
+    if !live {
+        let store = crate::store::Store::open(&s.database)
+            .await
+            .map_err(anyhow::Error::from)?;
+        let today = chrono::Utc::now().date_naive();
+        let horizon = expiring.map(|d| today + chrono::Duration::from_std(d).unwrap_or_default());
+        let rows: Vec<_> = store
+            .licenses()
+            .await
+            .map_err(anyhow::Error::from)?
+            .into_iter()
+            .filter(|l| horizon.is_none_or(|h| l.expiry <= h))
+            .collect();
+        store.close().await;
+        print_stored(&s.catalog, &rows, args.json);
+        return Ok(ExitCode::SUCCESS);
+    }
+    drop(s);
+    let (s, _, client) = connect(args, true).await?;
+    let window = expiring.map(|d| {
+        let today = chrono::Utc::now().date_naive();
+        let back = chrono::Duration::from_std(s.schedule.lookback).unwrap_or_default();
+        let fwd = chrono::Duration::from_std(d).unwrap_or_default();
+        (today - back, today + fwd)
+    });
+    let mut listing = client.list(window).await?;
+    let unresolved = std::mem::take(&mut listing.unresolved);
+    let resolved = crate::resolve::resolve(
+        None,
+        &client,
+        &s.catalog,
+        &std::collections::HashMap::new(),
+        unresolved,
+    )
+    .await?;
+    listing.licenses.extend(resolved.licenses);
+    for bad in &resolved.bad {
+        tracing::warn!(row = %bad, "skipped a license row that does not parse");
+    }
+    print_licenses(&s.catalog, &listing.licenses, args.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn history(
+    args: &Args,
+    elid: Option<i64>,
+    limit: u32,
+) -> Result<ExitCode, Failure> {
+    let s = settings(args)?;
+    let store = crate::store::Store::open(&s.database)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let rows = store
+        .history(elid, limit)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let ops = store
+        .operations(elid, limit)
+        .await
+        .map_err(anyhow::Error::from)?;
+    store.close().await;
+    print_history(&s.catalog, &rows, &ops, limit as usize, args.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Validates config, catalog and policies; with `online`, logs in once.
+pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure> {
+    let (s, policies, client) = if online {
+        let (s, p, c) = connect(args, true).await?;
+        (s, p, Some(c))
+    } else {
+        let s = settings(args)?;
+        let p = policies_offline(&s)?;
+        (s, p, None)
+    };
+    println!("config     {}: ok", s.file.display());
+    println!("api        {} at {}", s.api_label(), s.billmgr.url);
+    println!(
+        "process    {}",
+        if crate::systemd::dumpable() {
+            "core dumps possible (could not make the process non-dumpable)"
+        } else {
+            "non-dumpable: no core file, no ptrace"
+        }
+    );
+    if s.billmgr.insecure() {
+        println!(
+            "warning    {} is plain http:// to another host: the password crosses the network in clear (billmgr.allow_insecure_http)",
+            s.billmgr.url
+        );
+    }
+    println!("database   {}", s.database.display());
+    println!("catalog    {} products", s.catalog.products.len());
+    println!(
+        "schedule   {} (UTC), window {}",
+        s.schedule.cron,
+        humantime::format_duration(s.schedule.window)
+    );
+    if policies.is_empty() {
+        println!(
+            "policies   {}: none; nothing will be renewed",
+            s.policies_dir.display()
+        );
+        tracing::warn!(dir = %s.policies_dir.display(), "no policy files: licrenew will renew nothing");
+    }
+    for p in policies.iter() {
+        let period = p
+            .period
+            .map(|id| s.catalog.period_label(p.product, id))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "policy     {}: {} renew={} period={} before={}",
+            p.file.display(),
+            p.product_name,
+            p.renew,
+            period,
+            humantime::format_duration(p.before)
+        );
+    }
+    for p in policies.ignored() {
+        println!(
+            "ignored    {}: not a policy (only *.toml files are read)",
+            p.display()
+        );
+    }
+    if s.billmgr.password.is_none() {
+        return Err(Failure::Config(ConfigError::new(
+            &s.file,
+            Some("billmgr.password"),
+            "no password: set billmgr.password, billmgr.password_file or a systemd credential named \"password\"",
+        )));
+    }
+    if let Some(client) = client {
+        client.check_login().await?;
+        println!("login      {} at {}: ok", s.billmgr.username, s.billmgr.url);
+        // Licenses the billing renews by itself that a policy would renew too: one of the two
+        // should go, or the account pays twice (licrenew skips them unless overridden).
+        let listing = client.list(None).await?;
+        let mut both = 0;
+        for l in listing.licenses.iter().filter(|l| l.autoprolong) {
+            let Some(p) = policies.for_product(l.product) else {
+                continue;
+            };
+            if !p.rule_for(l).renew {
+                continue;
+            }
+            both += 1;
+            let what = if p.override_autoprolong {
+                "override_autoprolong = true: licrenew renews it too, the account may pay twice"
+            } else {
+                "skipped by licrenew while autoprolong is on"
+            };
+            println!(
+                "warning    license {} ({}): server-side autoprolong is on and {} renews it: {what}",
+                l.elid,
+                l.licname,
+                p.file.display()
+            );
+            tracing::warn!(elid = l.elid, licname = %l.licname, policy = %p.file.display(),
+                override_autoprolong = p.override_autoprolong, "license covered by both autoprolong and a renew policy");
+        }
+        println!(
+            "licenses   {} listed, {both} covered by both autoprolong and a renew policy",
+            listing.licenses.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
