@@ -400,7 +400,7 @@ async fn soak(args: Args) -> ExitCode {
         format!(
             "[billmgr]\nurl = \"{}\"\nusername = \"soak\"\npassword_file = \"secret\"\n\
              timeout = \"3s\"\nconnect_timeout = \"1s\"\nread_attempts = 2\n\n\
-             [renewal]\nsettle = \"{}\"\n\n[log]\nlevel = \"debug\"\n",
+             [database]\nurl = \"licrenew.db\"\n\n[renewal]\nsettle = \"{}\"\n\n[log]\nlevel = \"debug\"\n",
             sim.url(),
             args.settle
         ),

@@ -12,6 +12,32 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The database when `[database] url` is not set, whoever starts licrenew.
+pub const DEFAULT_DATABASE: &str = "/var/lib/licrenew/licrenew.db";
+
+/// Where earlier releases put the database when `[database] url` was not set: beside the
+/// config file, or in `$STATE_DIRECTORY`. `check` warns when one of them holds a database.
+pub fn old_database_locations(settings: &Settings) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(dir) = settings.file.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        out.push(dir.join("licrenew.db"));
+    }
+    if let Some(dirs) = std::env::var_os("STATE_DIRECTORY")
+        && let Some(first) = dirs.to_string_lossy().split(':').next()
+    {
+        out.push(PathBuf::from(first).join("licrenew.db"));
+    }
+    out.push(PathBuf::from("/etc/licrenew/licrenew.db"));
+    out.retain(|p| p != &settings.database);
+    out.dedup();
+    out
+}
+
 /// Default config path when neither `--config` nor `LICRENEW_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "/etc/licrenew/licrenew.toml";
 
@@ -165,6 +191,9 @@ struct RawSchedule {
     lookback: Duration,
     #[serde(default = "default_jitter", with = "humantime_serde")]
     jitter: Duration,
+    /// Run a cycle right after start-up, not only on the schedule. Default true.
+    #[serde(default = "default_true")]
+    run_at_start: bool,
 }
 
 impl Default for RawSchedule {
@@ -174,8 +203,13 @@ impl Default for RawSchedule {
             window: default_window(),
             lookback: default_lookback(),
             jitter: default_jitter(),
+            run_at_start: true,
         }
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -374,6 +408,8 @@ pub struct BillmgrSettings {
 pub struct ScheduleSettings {
     /// Six or seven fields, seconds first, UTC.
     pub cron: String,
+    /// A cycle right after start-up.
+    pub run_at_start: bool,
     pub window: Duration,
     pub lookback: Duration,
     pub jitter: Duration,
@@ -460,6 +496,18 @@ pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
         .build()
         .parse(expr)
         .map_err(|e| e.to_string())
+}
+
+/// The next time the schedule `cron` fires after `now` (UTC); `None` for an expression that
+/// never fires again or does not parse.
+pub fn next_cycle(
+    cron: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    parse_cron(cron)
+        .ok()?
+        .find_next_occurrence(&now, false)
+        .ok()
 }
 
 /// Where the config file is: `--config`, else `LICRENEW_CONFIG`, else [`DEFAULT_PATH`].
@@ -669,19 +717,10 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
             }
             resolve(Path::new(path))
         }
-        None => match std::env::var_os("STATE_DIRECTORY") {
-            // systemd may pass several directories separated by ':'; the first is ours.
-            Some(dirs) => {
-                let first = dirs
-                    .to_string_lossy()
-                    .split(':')
-                    .next()
-                    .unwrap_or("")
-                    .to_owned();
-                PathBuf::from(first).join("licrenew.db")
-            }
-            None => base.join("licrenew.db"),
-        },
+        // One database wherever licrenew is started: the service, a root shell and a cron job
+        // with the same config use the same file (never one beside the config, never one
+        // that depends on `$STATE_DIRECTORY`).
+        None => PathBuf::from(DEFAULT_DATABASE),
     };
     let s = raw.schedule;
     if let Err(e) = parse_cron(&s.cron) {
@@ -760,6 +799,7 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
         database,
         schedule: ScheduleSettings {
             cron: s.cron,
+            run_at_start: s.run_at_start,
             window: s.window,
             lookback: s.lookback,
             jitter: s.jitter,
@@ -872,7 +912,7 @@ password = "canary-Zq8#pw"
         assert_eq!(s.billmgr.api, None, "auto-detected by default");
         assert_eq!(s.billmgr.auth, AuthMode::Authinfo);
         assert_eq!(s.billmgr.timeout, Duration::from_secs(30));
-        assert_eq!(s.database, dir.path().join("licrenew.db"));
+        assert_eq!(s.database, PathBuf::from(DEFAULT_DATABASE));
         assert_eq!(s.policies_dir, dir.path().join("policies.d"));
         assert_eq!(s.renewal.max_per_cycle, 20);
         assert_eq!(s.renewal.settle, Duration::from_secs(300));

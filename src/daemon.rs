@@ -556,11 +556,9 @@ struct Synced {
     lapsed: Vec<License>,
 }
 
-/// Opens what a command that renews needs: the process lock, the database, the client.
-pub async fn open(
-    settings: Settings,
-    policies: Policies,
-) -> anyhow::Result<(Ctx, crate::store::ProcessLock)> {
+/// Opens what a command that renews needs: the database and the client. The renewal lock is
+/// not taken here: only while a cycle or a paid command runs ([`Ctx::lock`]).
+pub async fn open(settings: Settings, policies: Policies) -> anyhow::Result<Ctx> {
     let client = Client::new(&settings.billmgr)?;
     open_with(settings, policies, client).await
 }
@@ -570,22 +568,29 @@ pub async fn open_with(
     settings: Settings,
     policies: Policies,
     client: Client,
-) -> anyhow::Result<(Ctx, crate::store::ProcessLock)> {
-    let lock = crate::store::lock(&settings.database)?;
+) -> anyhow::Result<Ctx> {
     let store = Store::open(&settings.database).await?;
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let client = client.with_metrics(metrics.clone());
-    Ok((
-        Ctx {
-            settings,
-            policies,
-            client,
-            store,
-            alert_wake: Arc::new(tokio::sync::Notify::new()),
-            metrics,
-        },
-        lock,
-    ))
+    Ok(Ctx {
+        settings,
+        policies,
+        client,
+        store,
+        alert_wake: Arc::new(tokio::sync::Notify::new()),
+        metrics,
+    })
+}
+
+impl Ctx {
+    /// The renewal lock, held while a cycle or a paid command runs: waits (saying so) for
+    /// another process's cycle or command to end, or with `wait` false fails at once.
+    pub async fn lock(
+        &self,
+        wait: bool,
+    ) -> Result<crate::store::ProcessLock, crate::store::StoreError> {
+        crate::store::lock_wait(&self.settings.database, wait).await
+    }
 }
 
 /// Under `api = "auto"`, before a cycle: if the generation is not known yet (the server was
@@ -711,7 +716,7 @@ fn reload(ctx: &mut Ctx) -> Result<bool, String> {
 
 /// The service: runs cycles on the cron schedule until SIGTERM/SIGINT.
 pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
-    let (mut ctx, _lock) = open(settings, policies).await?;
+    let mut ctx = open(settings, policies).await?;
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_stop_signal().await;
@@ -722,9 +727,14 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    // SIGUSR1: a cycle now (`systemctl kill -s USR1 licrenew`).
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
 
     // An intent row left by a process that died is reconciled before anything else.
-    startup_reconcile(&ctx).await?;
+    {
+        let _lock = ctx.lock(true).await?;
+        startup_reconcile(&ctx).await?;
+    }
     if let Some(listen) = ctx.settings.metrics_listen {
         ctx.metrics
             .set_licenses(&ctx.store.licenses().await?, &ctx.settings.catalog);
@@ -740,7 +750,9 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
     ));
 
     let busy = Arc::new(AtomicBool::new(false));
-    let (tick_tx, mut ticks) = tokio::sync::mpsc::channel::<()>(1);
+    // `true` for a scheduled tick (a random jitter first), `false` for a cycle asked for now
+    // (at start, SIGUSR1).
+    let (tick_tx, mut ticks) = tokio::sync::mpsc::channel::<bool>(1);
     let mut sched = tokio_cron_scheduler::JobScheduler::new().await?;
     let mut job = sched
         .add(make_job(
@@ -758,14 +770,23 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
             .map(|w| w / 4)
             .unwrap_or(Duration::from_secs(3600)),
     );
+    let next = crate::config::next_cycle(&ctx.settings.schedule.cron, Utc::now());
     tracing::info!(event = "started", cron = %ctx.settings.schedule.cron, database = %ctx.settings.database.display(),
-        policies = ctx.policies.iter().count(), "licrenew running (schedule in UTC)");
+        policies = ctx.policies.iter().count(), run_at_start = ctx.settings.schedule.run_at_start,
+        next_cycle = next.map(|t| t.to_rfc3339()), "licrenew running (schedule in UTC)");
+    if ctx.settings.schedule.run_at_start {
+        let _ = tick_tx.try_send(false);
+    }
 
     let mut stop_rx = stop.clone();
     loop {
         tokio::select! {
             _ = stop_rx.changed() => break,
             _ = heartbeat.tick() => crate::systemd::alive(),
+            _ = usr1.recv() => {
+                tracing::info!(event = "trigger", "SIGUSR1: a cycle now");
+                let _ = tick_tx.try_send(false);
+            }
             _ = hup.recv() => {
                 let result = reload(&mut ctx);
                 match &result {
@@ -780,10 +801,14 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
                 }
                 record_reload(&ctx, result.err()).await?;
             }
-            Some(()) = ticks.recv() => {
+            Some(scheduled) = ticks.recv() => {
                 busy.store(true, Ordering::SeqCst);
-                let delay = max_jitter(&ctx.settings.schedule.cron, ctx.settings.schedule.jitter)
-                    .mul_f64(crate::billmgr::client::random_fraction());
+                let delay = if scheduled {
+                    max_jitter(&ctx.settings.schedule.cron, ctx.settings.schedule.jitter)
+                        .mul_f64(crate::billmgr::client::random_fraction())
+                } else {
+                    Duration::ZERO
+                };
                 let stopped = tokio::select! {
                     _ = tokio::time::sleep(delay) => false,
                     _ = stop_rx.changed() => true,
@@ -796,6 +821,13 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
                     busy.store(false, Ordering::SeqCst);
                     continue;
                 }
+                // The lock only for the cycle: manual commands run between ticks, and a
+                // manual paid command running now is waited for.
+                let lock = tokio::select! {
+                    l = ctx.lock(true) => Some(l?),
+                    _ = stop_rx.changed() => None,
+                };
+                let Some(_lock) = lock else { break };
                 let report = run_once(&ctx, Mode::Renew, &stop).await?;
                 println!("{}", report.summary());
                 crate::systemd::status(&report.summary());
@@ -816,7 +848,7 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
 
 fn make_job(
     cron: &str,
-    tx: tokio::sync::mpsc::Sender<()>,
+    tx: tokio::sync::mpsc::Sender<bool>,
     busy: Arc<AtomicBool>,
 ) -> anyhow::Result<tokio_cron_scheduler::Job> {
     Ok(tokio_cron_scheduler::Job::new_async(
@@ -825,7 +857,7 @@ fn make_job(
             let tx = tx.clone();
             let busy = busy.clone();
             Box::pin(async move {
-                if busy.load(Ordering::SeqCst) || tx.try_send(()).is_err() {
+                if busy.load(Ordering::SeqCst) || tx.try_send(true).is_err() {
                     tracing::info!(
                         event = "tick_skipped",
                         "a cycle is still running: this tick is skipped"

@@ -76,6 +76,9 @@ username = "demo"
 password_file = "password"
 timeout = "10s"
 
+[database]
+url = "licrenew.db"
+
 [schedule]
 cron = "*/{every} * * * * *"
 window = "30d"

@@ -19,11 +19,14 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database {}: {source}", path.display())]
+    #[error("database {}: {source}{}", path.display(), os.as_deref().map(|o| format!(" ({o})")).unwrap_or_default())]
     Open {
         path: PathBuf,
         #[source]
         source: sqlx::Error,
+        /// What the system says about the file, when SQLite's message does not (a read-only
+        /// filesystem, a missing folder, permissions).
+        os: Option<String>,
     },
     #[error("database {}: migrations failed: {source}", path.display())]
     Migrate {
@@ -35,6 +38,9 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("{0}")]
     Locked(String),
+    /// Another process holds the renewal lock (a cycle or a paid command is running).
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// A license row as stored.
@@ -217,6 +223,7 @@ impl Store {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
                 path: path.to_owned(),
                 source: sqlx::Error::Io(e),
+                os: None,
             })?;
         }
         let opts = SqliteConnectOptions::new()
@@ -238,6 +245,14 @@ impl Store {
             .map_err(|source| StoreError::Open {
                 path: path.to_owned(),
                 source,
+                os: std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(path)
+                    .err()
+                    .map(|e| e.to_string()),
             })?;
         MIGRATOR
             .run(&pool)
@@ -1017,7 +1032,27 @@ pub struct ProcessLock {
     pub path: PathBuf,
 }
 
-/// Takes the exclusive lock beside the database (`DB.lock`), or says who holds it.
+/// Takes the renewal lock, waiting (when `wait`) for a cycle or paid command of another
+/// process to end, and saying once that it waits; without `wait`, fails at once.
+pub async fn lock_wait(db: &Path, wait: bool) -> Result<ProcessLock, StoreError> {
+    let mut said = false;
+    loop {
+        match lock(db) {
+            Err(StoreError::Busy(why)) if wait => {
+                if !said {
+                    eprintln!("licrenew: waiting: {why}");
+                    tracing::info!(event = "lock_wait", reason = %why, "waiting for the running cycle to end");
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Takes the renewal lock beside the database (`DB.lock`): held while a cycle or a paid
+/// command runs, never by read-only commands. Says who holds it when it cannot.
 pub fn lock(db: &Path) -> Result<ProcessLock, StoreError> {
     let mut name = db.as_os_str().to_owned();
     name.push(".lock");
@@ -1043,8 +1078,8 @@ pub fn lock(db: &Path) -> Result<ProcessLock, StoreError> {
         }
         Err(std::fs::TryLockError::WouldBlock) => {
             let holder = std::fs::read_to_string(&path).unwrap_or_default();
-            Err(StoreError::Locked(format!(
-                "another licrenew process (pid {}) is renewing with {}; only one may (lock: {})",
+            Err(StoreError::Busy(format!(
+                "another licrenew process (pid {}) is renewing with {}; only one may at a time (lock: {})",
                 holder.trim(),
                 db.display(),
                 path.display()
@@ -1328,6 +1363,7 @@ mod tests {
         let _held = lock(&db).expect("first lock");
         // A second open file description conflicts with flock even within one process.
         let err = lock(&db).expect_err("second lock");
+        assert!(matches!(err, StoreError::Busy(_)), "{err}");
         assert!(
             err.to_string().contains("another licrenew process"),
             "{err}"

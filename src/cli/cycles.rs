@@ -92,9 +92,19 @@ pub(super) async fn reload(
 }
 
 /// One cycle now: `sync`, `renew` or `renew --dry-run`.
-pub(super) async fn cycle(args: &Args, mode: crate::daemon::Mode) -> Result<ExitCode, Failure> {
+pub(super) async fn cycle(
+    args: &Args,
+    mode: crate::daemon::Mode,
+    no_wait: bool,
+) -> Result<ExitCode, Failure> {
     let (s, policies, client) = connect(args, false).await?;
-    let (ctx, _lock) = crate::daemon::open_with(s, policies, client).await?;
+    let ctx = crate::daemon::open_with(s, policies, client).await?;
+    // A dry run pays nothing and never waits: it takes no lock.
+    let _lock = if mode == crate::daemon::Mode::DryRun {
+        None
+    } else {
+        Some(ctx.lock(!no_wait).await.map_err(anyhow::Error::from)?)
+    };
     let (_tx, stop) = tokio::sync::watch::channel(false);
     let report = crate::daemon::run_once(&ctx, mode, &stop)
         .await

@@ -85,6 +85,9 @@ pub enum Command {
         /// checked before paying otherwise)
         #[arg(long)]
         allow_duplicate: bool,
+        /// Fail at once instead of waiting for a running cycle to end
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Ask whether a license of a product/period can be bound to an IP
     IpCheck {
@@ -103,6 +106,9 @@ pub enum Command {
         licname: Option<String>,
         #[arg(long)]
         ip: Option<String>,
+        /// Fail at once instead of waiting for a running cycle to end
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Renew one license now for a period (paid)
     Prolong {
@@ -114,6 +120,9 @@ pub enum Command {
         /// Renew even though the billing's own autoprolong is on (it may then charge as well)
         #[arg(long)]
         override_autoprolong: bool,
+        /// Fail at once instead of waiting for a running cycle to end
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Show licenses (from the local database; --live asks the API)
     Licenses {
@@ -125,12 +134,19 @@ pub enum Command {
         expiring: Option<std::time::Duration>,
     },
     /// List the licenses expiring inside the window and record them in the database
-    Sync,
+    Sync {
+        /// Fail at once instead of waiting for a running cycle to end
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Run one renewal cycle now (sync, reconcile, plan, renew); exit 1 if a renewal failed
     Renew {
-        /// Print the plan and make no paid call
+        /// Print the plan and make no paid call (takes no lock, never waits)
         #[arg(long)]
         dry_run: bool,
+        /// Fail at once instead of waiting for a running cycle to end
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Show the renewal journal (newest first)
     History {
@@ -236,29 +252,47 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
             licname,
             ip,
             allow_duplicate,
-        } => ops::order(&args, product, period, licname, ip, *allow_duplicate).await,
+            no_wait,
+        } => {
+            ops::order(
+                &args,
+                product,
+                period,
+                licname,
+                ip,
+                *allow_duplicate,
+                *no_wait,
+            )
+            .await
+        }
         Command::IpCheck {
             product,
             period,
             ip,
         } => ops::ip_check(&args, product, period, ip).await,
-        Command::Edit { elid, licname, ip } => {
-            ops::edit(&args, *elid, licname.as_deref(), ip.as_deref()).await
-        }
+        Command::Edit {
+            elid,
+            licname,
+            ip,
+            no_wait,
+        } => ops::edit(&args, *elid, licname.as_deref(), ip.as_deref(), *no_wait).await,
         Command::Prolong {
             elid,
             period,
             override_autoprolong,
-        } => ops::prolong(&args, *elid, period, *override_autoprolong).await,
+            no_wait,
+        } => ops::prolong(&args, *elid, period, *override_autoprolong, *no_wait).await,
         Command::Licenses { live, expiring } => views::licenses(&args, *live, *expiring).await,
-        Command::Sync => cycles::cycle(&args, crate::daemon::Mode::Sync).await,
-        Command::Renew { dry_run } => {
+        Command::Sync { no_wait } => {
+            cycles::cycle(&args, crate::daemon::Mode::Sync, *no_wait).await
+        }
+        Command::Renew { dry_run, no_wait } => {
             let mode = if *dry_run {
                 crate::daemon::Mode::DryRun
             } else {
                 crate::daemon::Mode::Renew
             };
-            cycles::cycle(&args, mode).await
+            cycles::cycle(&args, mode, *no_wait).await
         }
         Command::History { elid, limit } => views::history(&args, *elid, *limit).await,
         Command::Check { online } => views::check(&args, *online).await,

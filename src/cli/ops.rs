@@ -12,13 +12,14 @@ pub(super) async fn order(
     licname: &str,
     ip: &str,
     allow_duplicate: bool,
+    no_wait: bool,
 ) -> Result<ExitCode, Failure> {
     let (s, _, client) = connect(args, true).await?;
     let (prod, per) = resolve(&s.catalog, product, period)?;
     let (prod, per) = (prod.into_owned(), per.clone());
     let settle = s.renewal.settle;
-    let (ctx, _lock) =
-        crate::daemon::open_with(s, crate::policy::Policies::default(), client).await?;
+    let ctx = crate::daemon::open_with(s, crate::policy::Policies::default(), client).await?;
+    let _lock = ctx.lock(!no_wait).await.map_err(anyhow::Error::from)?;
     let req = crate::orders::OrderRequest {
         product: prod.price,
         product_name: &prod.name,
@@ -125,13 +126,15 @@ pub(super) async fn edit(
     elid: i64,
     licname: Option<&str>,
     ip: Option<&str>,
+    no_wait: bool,
 ) -> Result<ExitCode, Failure> {
     if licname.is_none() && ip.is_none() {
         return Err(Failure::Usage("edit needs --licname and/or --ip".into()));
     }
     let s = settings(args)?;
     crate::billmgr::Client::new(&s.billmgr)?;
-    let (ctx, _lock) = crate::daemon::open(s, crate::policy::Policies::default()).await?;
+    let ctx = crate::daemon::open(s, crate::policy::Policies::default()).await?;
+    let _lock = ctx.lock(!no_wait).await.map_err(anyhow::Error::from)?;
     let result = crate::orders::edit(&ctx.client, &ctx.store, elid, licname, ip).await;
     ctx.store.close().await;
     let edited = result.map_err(|e| {
@@ -164,9 +167,15 @@ pub(super) async fn prolong(
     elid: i64,
     period: &str,
     override_autoprolong: bool,
+    no_wait: bool,
 ) -> Result<ExitCode, Failure> {
     let (s, policies, client) = connect(args, true).await?;
-    let (ctx, _lock) = crate::daemon::open_with(s, policies, client).await?;
+    let ctx = crate::daemon::open_with(s, policies, client).await?;
+    // The license as it was when renewing it was asked for, read before waiting for the lock:
+    // a renewal that lands meanwhile (a second `prolong` of the same license, a cycle) is
+    // then seen as such, and this command pays nothing.
+    let asked = ctx.client.view(elid).await?;
+    let _lock = ctx.lock(!no_wait).await.map_err(anyhow::Error::from)?;
     let cycle = ctx
         .store
         .begin_cycle("prolong", chrono::Utc::now())
@@ -246,7 +255,7 @@ pub(super) async fn prolong(
         }
     }
     let checked = async {
-        let lic = ctx.client.view(elid).await?;
+        let lic = asked;
         let prod = ctx
             .settings
             .catalog
@@ -315,6 +324,12 @@ pub(super) async fn prolong(
         }
     };
     ev.emit(Some(cycle));
+    let landed_meanwhile = ev.outcome == crate::renew::Outcome::Skipped
+        && ev.expiry > action.license.expiry
+        && ev
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("expiry changed since listing"));
     match ev.outcome {
         crate::renew::Outcome::Ok => counts.renewed += 1,
         crate::renew::Outcome::Error => counts.failed += 1,
@@ -342,8 +357,16 @@ pub(super) async fn prolong(
         .map_err(anyhow::Error::from)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&ev).unwrap_or_default());
+    } else if landed_meanwhile {
+        println!(
+            "license {elid} was renewed meanwhile: {} → {}; nothing paid now",
+            action.license.expiry, ev.expiry
+        );
     } else {
         print_events(std::slice::from_ref(&ev));
+    }
+    if landed_meanwhile {
+        return Ok(ExitCode::SUCCESS);
     }
     match ev.outcome {
         crate::renew::Outcome::Ok => Ok(ExitCode::SUCCESS),

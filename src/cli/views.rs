@@ -112,11 +112,28 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
         );
     }
     println!("database   {}", s.database.display());
+    for old in crate::config::old_database_locations(&s) {
+        if old.exists() {
+            println!(
+                "warning    another licrenew database exists at {} (an old default location); licrenew uses {} — move it there if it holds your journal",
+                old.display(),
+                s.database.display()
+            );
+        }
+    }
     println!("catalog    {} products", s.catalog.products.len());
     println!(
-        "schedule   {} (UTC), window {}",
+        "schedule   {} (UTC), window {}, next cycle {}{}",
         s.schedule.cron,
-        humantime::format_duration(s.schedule.window)
+        humantime::format_duration(s.schedule.window),
+        crate::config::next_cycle(&s.schedule.cron, chrono::Utc::now())
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_else(|| "never".into()),
+        if s.schedule.run_at_start {
+            " (and one at start)"
+        } else {
+            ""
+        }
     );
     if policies.is_empty() {
         println!(

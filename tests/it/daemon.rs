@@ -340,28 +340,78 @@ async fn the_database_shows_licenses_and_their_last_outcome(api: Api) {
     assert_eq!(rows.as_array().map(Vec::len), Some(7));
 }
 
-async fn a_second_process_on_one_database_is_refused_clearly(api: Api) {
+async fn manual_commands_work_beside_an_idle_service_and_wait_for_a_running_cycle(api: Api) {
     let env = account(api).await;
-    env.write_config("[schedule]\ncron = \"0 0 0 1 1 *\"\n");
+    env.write_config("[schedule]\ncron = \"0 0 0 1 1 *\"\nrun_at_start = false\n");
     let mut daemon = env
         .command(&["run"], &[])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
-    wait_for(|| env.path("licrenew.db.lock").exists(), "the lock").await;
+    wait_for(
+        || env.path("licrenew.db").exists(),
+        "the service's database",
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let out = env.run(&["renew"]).await;
-
-    assert_eq!(code(&out), 1);
-    assert!(
-        stderr(&out).contains("another licrenew process"),
-        "{}",
-        stderr(&out)
-    );
-    assert_eq!(env.sim.paid_calls_total(), 0);
+    // Idle between ticks: nothing is locked, every command works.
+    let dry = env.run(&["renew", "--dry-run"]).await;
+    let history = env.run(&["history"]).await;
+    let licenses = env.run(&["licenses"]).await;
+    let renew = env.run(&["renew"]).await;
     let _ = daemon.start_kill();
+    let _ = daemon.wait().await;
+
+    assert_eq!(code(&dry), 0, "{}", stderr(&dry));
+    assert_eq!(code(&history), 0, "{}", stderr(&history));
+    assert_eq!(code(&licenses), 0, "{}", stderr(&licenses));
+    assert_eq!(code(&renew), 0, "{}", stderr(&renew));
+    assert_eq!(env.sim.paid_calls(2001), 1);
+
+    // A cycle in progress (its paid call held by the server): `--no-wait` fails fast, a plain
+    // `renew` waits for it, then works, and pays nothing twice.
+    env.place(2008, env.p.lite, env.p.lite_month, env.today() + days(2), 2);
+    env.sim.add_fault(fault(
+        &env.func("software.period"),
+        Some(2008),
+        FaultKind::Delay { ms: 3000 },
+        Some(1),
+    ));
+    env.write_config("[schedule]\ncron = \"0 0 0 1 1 *\"\n[billmgr]\n");
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(
+        &env.config,
+        text.replace("\n[billmgr]\n", "\n")
+            .replace("timeout = \"3s\"", "timeout = \"10s\""),
+    )
+    .expect("config");
+    let mut daemon = env
+        .command(&["run"], &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_for(
+        || crate::ledger::seen_for(&env, &env.func("software.period"), 2008),
+        "the cycle's paid call in flight",
+    )
+    .await;
+    let refused = env.run(&["renew", "--no-wait"]).await;
+    let waited = env.run(&["renew"]).await;
+    let _ = daemon.start_kill();
+    let _ = daemon.wait().await;
+
+    assert_eq!(code(&refused), 1);
+    assert!(
+        stderr(&refused).contains("another licrenew process"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(code(&waited), 0, "{}", stderr(&waited));
+    assert!(stderr(&waited).contains("waiting"), "{}", stderr(&waited));
+    assert_eq!(env.sim.paid_calls(2008), 1, "paid once, by the cycle");
 }
 
 async fn run_renews_on_schedule_picks_up_a_policy_on_sighup_and_exits_0_on_sigterm(api: Api) {
@@ -485,7 +535,7 @@ both_apis!(an_answer_lost_before_the_server_applied_is_renewed_once_after_settli
 both_apis!(an_unknown_outcome_is_left_alone_while_settling);
 both_apis!(a_bad_policy_file_exits_78_naming_file_and_line_and_changes_nothing);
 both_apis!(the_database_shows_licenses_and_their_last_outcome);
-both_apis!(a_second_process_on_one_database_is_refused_clearly);
+both_apis!(manual_commands_work_beside_an_idle_service_and_wait_for_a_running_cycle);
 both_apis!(run_renews_on_schedule_picks_up_a_policy_on_sighup_and_exits_0_on_sigterm);
 both_apis!(an_invalid_policy_on_sighup_keeps_the_running_ones);
 both_apis!(a_kill_9_while_the_paid_call_is_in_flight_leads_to_one_extension_not_two);

@@ -11,6 +11,7 @@ mod faults;
 mod fixtures;
 mod ledger;
 mod money_edges;
+mod operator;
 mod real_shapes;
 mod secrets;
 mod service;

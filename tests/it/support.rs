@@ -164,6 +164,12 @@ impl Env {
 
     /// Writes the config file; `extra` is appended (more sections).
     pub fn write_config(&self, extra: &str) {
+        // The database beside the config, unless the test names one.
+        let database = if extra.contains("[database]") {
+            ""
+        } else {
+            "[database]\nurl = \"licrenew.db\"\n"
+        };
         let text = format!(
             r#"[billmgr]
 url = "{url}"
@@ -176,7 +182,7 @@ read_attempts = 2
 
 [log]
 level = "trace"
-{extra}"#,
+{database}{extra}"#,
             url = self.sim.url(),
             api = match self.api {
                 Api::Billmgr4 => "billmgr4",
