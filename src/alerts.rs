@@ -99,6 +99,53 @@ pub fn raise(
             _ => {}
         }
     }
+    let m = &report.money;
+    if m.skipped_for_balance > 0 {
+        let short = m
+            .shortfall
+            .as_ref()
+            .map(|s| format!("; {s} short"))
+            .unwrap_or_default();
+        out.push(Alert {
+            key: format!("insufficient_balance:{}", report.cycle),
+            event: "insufficient_balance".into(),
+            elid: None,
+            licname: None,
+            product: None,
+            outcome: None,
+            error: m.shortfall.as_ref().map(|s| format!("{s} short")),
+            expiry: None,
+            cycle: Some(report.cycle),
+            message: format!(
+                "the balance ({}) does not cover this cycle's renewals: {} skipped{short}",
+                m.balance
+                    .as_ref()
+                    .map(|b| b.to_string())
+                    .unwrap_or_default(),
+                m.skipped_for_balance
+            ),
+        });
+    }
+    if m.skipped_for_spend_cap > 0 {
+        out.push(Alert {
+            key: format!("spend_cap:{}", report.cycle),
+            event: "spend_cap".into(),
+            elid: None,
+            licname: None,
+            product: None,
+            outcome: None,
+            error: m
+                .spent_last_day
+                .as_ref()
+                .map(|s| format!("{s} spent in 24 h")),
+            expiry: None,
+            cycle: Some(report.cycle),
+            message: format!(
+                "renewal.max_spend_per_day reached: {} renewal(s) skipped this cycle",
+                m.skipped_for_spend_cap
+            ),
+        });
+    }
     for l in &report.lapsed {
         out.push(Alert {
             key: format!("license_lapsed:{}:{}", l.elid, l.expiry),
@@ -389,6 +436,7 @@ mod tests {
             duration_ms: 0,
             unreadable_rows,
             lapsed: Vec::new(),
+            money: Default::default(),
         }
     }
 

@@ -43,6 +43,9 @@ pub struct Period {
     pub id: i64,
     pub label: String,
     pub kind: PeriodKind,
+    /// What one period costs, when the catalog says (`price = "12.50 EUR"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price: Option<crate::domain::Money>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -89,6 +92,7 @@ fn standard_months() -> Vec<Period> {
         id: -100,
         label: "trial".into(),
         kind: PeriodKind::Trial,
+        price: None,
     }];
     for n in [1u32, 2, 3, 6, 12, 24, 36] {
         let (label, kind) = match n {
@@ -101,6 +105,7 @@ fn standard_months() -> Vec<Period> {
             id: n as i64,
             label,
             kind,
+            price: None,
         });
     }
     v
@@ -191,6 +196,9 @@ struct RawPeriod {
     label: String,
     kind: String,
     months: Option<u32>,
+    /// What one such period costs, with its currency: `"12.50 EUR"`. Optional; BILLmanager
+    /// 5/6 shows costs itself.
+    price: Option<String>,
 }
 
 impl Catalog {
@@ -240,10 +248,24 @@ impl Catalog {
                         )));
                     }
                 };
+                let price = match p.price.as_deref() {
+                    None => None,
+                    Some(text) => Some(
+                        crate::domain::Money::parse(text, None)
+                            .filter(|m| m.cents >= 0)
+                            .ok_or_else(|| {
+                                invalid(format!(
+                                    "period {} of {}: price {text:?} is not an amount with a currency, e.g. \"12.50 EUR\"",
+                                    p.id, rp.name
+                                ))
+                            })?,
+                    ),
+                };
                 periods.push(Period {
                     id: p.id,
                     label: p.label,
                     kind,
+                    price,
                 });
             }
             if periods.is_empty() {

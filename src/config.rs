@@ -221,6 +221,12 @@ struct RawRenewal {
     concurrency: u32,
     #[serde(default = "default_settle", with = "humantime_serde")]
     settle: Duration,
+    /// How far below zero the balance may go, in the account's currency. Default 0.
+    #[serde(default)]
+    credit_limit: f64,
+    /// At most this much spent on renewals in any 24 hours, in the account's currency
+    /// (counted from the journal, unknown outcomes included). Default: no cap.
+    max_spend_per_day: Option<f64>,
 }
 
 impl Default for RawRenewal {
@@ -229,6 +235,8 @@ impl Default for RawRenewal {
             max_per_cycle: default_max_per_cycle(),
             concurrency: default_concurrency(),
             settle: default_settle(),
+            credit_limit: 0.0,
+            max_spend_per_day: None,
         }
     }
 }
@@ -420,6 +428,10 @@ pub struct RenewalSettings {
     pub max_per_cycle: u32,
     pub concurrency: u32,
     pub settle: Duration,
+    /// In hundredths of the account's currency.
+    pub credit_limit_cents: i64,
+    /// In hundredths of the account's currency; `None` = no cap.
+    pub max_spend_per_day_cents: Option<i64>,
 }
 
 /// Where alerts go. Both may be set; with neither, alerts are only logged.
@@ -739,6 +751,18 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
     if r.concurrency == 0 {
         return Err(err("renewal.concurrency", "must be at least 1".into()));
     }
+    let cents = |key: &str, v: f64| {
+        if v.is_finite() && (0.0..1e13).contains(&v) {
+            Ok((v * 100.0).round() as i64)
+        } else {
+            Err(err(key, format!("{v} is not an amount of 0 or more")))
+        }
+    };
+    let credit_limit_cents = cents("renewal.credit_limit", r.credit_limit)?;
+    let max_spend_per_day_cents = match r.max_spend_per_day {
+        None => None,
+        Some(v) => Some(cents("renewal.max_spend_per_day", v)?),
+    };
     let log_format = match raw.log.format.as_str() {
         "json" => LogFormat::Json,
         "pretty" => LogFormat::Pretty,
@@ -805,6 +829,8 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
             jitter: s.jitter,
         },
         renewal: RenewalSettings {
+            credit_limit_cents,
+            max_spend_per_day_cents,
             max_per_cycle: r.max_per_cycle,
             concurrency: r.concurrency,
             settle: r.settle,

@@ -71,6 +71,8 @@ pub struct CycleReport {
     pub unreadable_rows: u32,
     /// Licenses this cycle found lapsed (past the lookback, not renewed).
     pub lapsed: Vec<LapsedLicense>,
+    /// Costs, balance and spend cap.
+    pub money: MoneyReport,
 }
 
 /// A license found lapsed: it fell out of the listed window and still expires before it.
@@ -93,6 +95,24 @@ impl CycleReport {
 
     pub fn summary(&self) -> String {
         let c = &self.counts;
+        if self.kind == "dry_run" {
+            let would = self
+                .events
+                .iter()
+                .filter(|e| e.outcome == Outcome::DryRun)
+                .count();
+            return format!(
+                "cycle {} (dry run): {} listed, would renew {would}, {} skipped, nothing paid — {}{}",
+                self.cycle,
+                c.listed,
+                c.skipped as usize - would.min(c.skipped as usize),
+                self.outcome,
+                self.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+        }
         format!(
             "cycle {} ({}): {} listed, {} renewed, {} failed, {} unknown, {} skipped, {} reconciled — {}{}",
             self.cycle,
@@ -135,6 +155,9 @@ pub async fn run_once(
 ) -> Result<CycleReport, crate::store::StoreError> {
     let started = Instant::now();
     let cycle = ctx.store.begin_cycle(mode.kind(), Utc::now()).await?;
+    if let Some(d) = ctx.client.dialect() {
+        ctx.store.set_meta("api", d.name(), Utc::now()).await?;
+    }
     if mode == Mode::Renew {
         ctx.metrics.cycle_started(Utc::now());
     }
@@ -148,6 +171,7 @@ pub async fn run_once(
         duration_ms: 0,
         unreadable_rows: 0,
         lapsed: Vec::new(),
+        money: MoneyReport::default(),
     };
     let mut listed = Vec::new();
     let body = cycle_body(ctx, mode, stop, cycle, &mut report, &mut listed).await;
@@ -306,7 +330,7 @@ async fn cycle_body(
         }
     }
     let journal = ctx.store.journal_for_planning().await?;
-    let plan = policy::evaluate(
+    let mut plan = policy::evaluate(
         listed,
         &ctx.policies,
         &s.catalog,
@@ -314,6 +338,9 @@ async fn cycle_body(
         today,
         s.renewal.max_per_cycle,
     );
+    // What each planned renewal costs, and whether the balance and the spend cap allow it.
+    let previews = price(ctx, &mut plan, mode, stop).await?;
+    report.money = gate(ctx, &mut plan, mode).await?;
     for a in &plan.actions {
         let outcome = match (a.kind, mode) {
             (ActionKind::Renew, Mode::DryRun) => Outcome::DryRun,
@@ -323,22 +350,14 @@ async fn cycle_body(
         };
         let mut ev = Event::new(&s.catalog, &a.license, a.period, outcome);
         ev.reason = a.reason.clone();
-        if outcome == Outcome::DryRun
-            && let Some(period) = a.period
+        if a.period.is_some()
+            && a.reason
+                .as_deref()
+                .is_none_or(|r| r == "balance" || r.starts_with("spend cap"))
         {
-            // Where the API previews a renewal for free (5/6), show the new expiry.
-            match ctx.client.preview_renew(a.license.elid, period).await {
-                Ok(Some(p)) => {
-                    ev.new_expiry = p.new_expiry;
-                    ev.cost = p.cost.or(ev.cost);
-                }
-                Ok(None) => {}
-                Err(e) if e.is_auth() => return Err(Fatal::Auth(e)),
-                Err(e) => {
-                    tracing::warn!(elid = a.license.elid, error = %e, "renewal preview failed")
-                }
-            }
+            ev.cost = a.cost.clone();
         }
+        ev.new_expiry = previews.get(&a.license.elid).copied().flatten();
         ev.policy_file = a.policy_file.as_ref().map(|p| p.display().to_string());
         record(ctx, report, ev, cycle).await?;
     }
@@ -376,6 +395,193 @@ async fn cycle_body(
         Some(f) => Err(f),
         None => Ok(()),
     }
+}
+
+/// Fills in what each planned renewal costs: the catalog's price of the period, else the
+/// license's own cost when it renews for the period it runs on, else (5/6) the free preview,
+/// which a dry run asks for anyway (for the new expiry, returned by elid).
+async fn price(
+    ctx: &Ctx,
+    plan: &mut policy::Plan,
+    mode: Mode,
+    stop: &watch::Receiver<bool>,
+) -> Result<std::collections::HashMap<i64, Option<NaiveDate>>, Fatal> {
+    let mut previews = std::collections::HashMap::new();
+    for a in plan
+        .actions
+        .iter_mut()
+        .filter(|a| a.kind == ActionKind::Renew)
+    {
+        let Some(period) = a.period else { continue };
+        a.cost = ctx
+            .settings
+            .catalog
+            .period_of(a.license.product, period)
+            .and_then(|p| p.price)
+            .or_else(|| {
+                (a.license.period == Some(period))
+                    .then(|| a.license.cost.clone())
+                    .flatten()
+            });
+        if a.cost.is_some() && mode != Mode::DryRun {
+            continue;
+        }
+        crate::systemd::alive();
+        let Some(answer) =
+            unless_stopped(Some(stop), ctx.client.preview_renew(a.license.elid, period)).await
+        else {
+            break;
+        };
+        match answer {
+            Ok(Some(p)) => {
+                a.cost = a.cost.take().or(p.cost);
+                previews.insert(a.license.elid, p.new_expiry);
+            }
+            Ok(None) => {}
+            Err(e) if e.is_auth() => return Err(Fatal::Auth(e)),
+            Err(e) => tracing::warn!(elid = a.license.elid, error = %e, "renewal preview failed"),
+        }
+    }
+    Ok(previews)
+}
+
+/// What the balance and the spend cap did to a cycle's plan.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct MoneyReport {
+    /// The account's balance before the cycle paid (5/6 `whoami`).
+    pub balance: Option<crate::domain::Money>,
+    /// What the planned renewals cost, per currency (those of known cost).
+    pub planned: Vec<crate::domain::Money>,
+    /// Renewals skipped because the balance (plus `credit_limit`) did not cover them.
+    pub skipped_for_balance: u32,
+    /// How much more than the balance (plus credit) the planned renewals cost.
+    pub shortfall: Option<crate::domain::Money>,
+    /// Renewals skipped by `max_spend_per_day`.
+    pub skipped_for_spend_cap: u32,
+    /// Spent in the last 24 hours (journal) before this cycle, in the cap's currency.
+    pub spent_last_day: Option<crate::domain::Money>,
+}
+
+/// Pays in order of expiry while the money lasts: a renewal the balance (plus
+/// `[renewal] credit_limit`) does not cover is skipped with reason `balance`, one that would
+/// pass `max_spend_per_day` (counted from the journal over 24 hours, unknown outcomes
+/// included) with reason `spend cap`. The alerts come from the returned report.
+async fn gate(ctx: &Ctx, plan: &mut policy::Plan, mode: Mode) -> Result<MoneyReport, Fatal> {
+    use crate::domain::Money;
+    let r = &ctx.settings.renewal;
+    let mut report = MoneyReport::default();
+    let has_renewals = plan.actions.iter().any(|a| a.kind == ActionKind::Renew);
+    if !has_renewals {
+        return Ok(report);
+    }
+    if mode != Mode::Sync {
+        match ctx.client.balance().await {
+            Ok(b) => {
+                if let Some(b) = &b {
+                    ctx.metrics
+                        .set_balance(&b.amount.currency, b.amount.cents as f64 / 100.0);
+                    let _ = ctx
+                        .store
+                        .set_meta(
+                            "balance",
+                            &serde_json::to_string(&b.amount).unwrap_or_default(),
+                            Utc::now(),
+                        )
+                        .await;
+                }
+                report.balance = b.map(|b| b.amount);
+            }
+            Err(e) if e.is_auth() => return Err(Fatal::Auth(e)),
+            Err(e) => tracing::warn!(error = %e, "could not read the balance"),
+        }
+    }
+    let day_ago = Utc::now() - chrono::Duration::hours(24);
+    let spent = ctx.store.spent_since(day_ago).await?;
+    let mut planned: std::collections::BTreeMap<String, i64> = Default::default();
+    for a in plan.actions.iter().filter(|a| a.kind == ActionKind::Renew) {
+        if let Some(c) = &a.cost {
+            *planned.entry(c.currency.clone()).or_default() += c.cents;
+        }
+    }
+    report.planned = planned
+        .iter()
+        .map(|(currency, cents)| Money {
+            cents: *cents,
+            currency: currency.clone(),
+        })
+        .collect();
+    let mut left = report
+        .balance
+        .as_ref()
+        .map(|b| (b.currency.clone(), b.cents + r.credit_limit_cents));
+    // The cap is in the account's currency: the balance's, else that of the first cost.
+    let cap_currency = report
+        .balance
+        .as_ref()
+        .map(|b| b.currency.clone())
+        .or_else(|| planned.keys().next().cloned());
+    let mut cap_left = r.max_spend_per_day_cents.map(|cap| {
+        let used = spent
+            .iter()
+            .filter(|(c, _)| Some(c) == cap_currency.as_ref())
+            .map(|(_, v)| *v)
+            .sum::<i64>();
+        report.spent_last_day = cap_currency.clone().map(|currency| Money {
+            cents: used,
+            currency,
+        });
+        cap - used
+    });
+    // Renewals come first in the plan, earliest expiry first.
+    for a in plan
+        .actions
+        .iter_mut()
+        .filter(|a| a.kind == ActionKind::Renew)
+    {
+        let cost = a.cost.clone();
+        if let (Some(c), Some((currency, l))) = (&cost, left.as_mut())
+            && &c.currency == currency
+        {
+            if c.cents > *l {
+                a.kind = ActionKind::Skip;
+                a.reason = Some("balance".into());
+                report.skipped_for_balance += 1;
+                continue;
+            }
+            *l -= c.cents;
+        }
+        if let Some(cl) = cap_left.as_mut() {
+            match &cost {
+                Some(c) if Some(&c.currency) == cap_currency.as_ref() && c.cents <= *cl => {
+                    *cl -= c.cents;
+                }
+                Some(_) => {
+                    a.kind = ActionKind::Skip;
+                    a.reason = Some("spend cap".into());
+                    report.skipped_for_spend_cap += 1;
+                }
+                None => {
+                    a.kind = ActionKind::Skip;
+                    a.reason = Some(
+                        "spend cap (cost unknown: set the period's price in the catalog)".into(),
+                    );
+                    report.skipped_for_spend_cap += 1;
+                }
+            }
+        }
+    }
+    if let Some(b) = &report.balance
+        && let Some(need) = planned.get(&b.currency)
+    {
+        let short = need - (b.cents + r.credit_limit_cents);
+        if short > 0 {
+            report.shortfall = Some(Money {
+                cents: short,
+                currency: b.currency.clone(),
+            });
+        }
+    }
+    Ok(report)
 }
 
 /// Logs an event and counts it; [`run_once`] remembers it on the license row at the end.
@@ -717,6 +923,15 @@ fn reload(ctx: &mut Ctx) -> Result<bool, String> {
 /// The service: runs cycles on the cron schedule until SIGTERM/SIGINT.
 pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
     let mut ctx = open(settings, policies).await?;
+    // Seen by `licrenew status` and the status page: this process runs the service.
+    let record = crate::overview::ServiceRecord {
+        pid: i64::from(std::process::id()),
+        host: crate::overview::hostname(),
+        started_at: Utc::now(),
+    };
+    ctx.store
+        .set_meta("service", &serde_json::to_string(&record)?, Utc::now())
+        .await?;
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_stop_signal().await;
@@ -735,12 +950,24 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
         let _lock = ctx.lock(true).await?;
         startup_reconcile(&ctx).await?;
     }
+    let (page_tx, page_rx) = watch::channel(Arc::new((ctx.settings.clone(), ctx.policies.clone())));
     if let Some(listen) = ctx.settings.metrics_listen {
         ctx.metrics
             .set_licenses(&ctx.store.licenses().await?, &ctx.settings.catalog);
         let interval = crate::metrics::cron_interval(&ctx.settings.schedule.cron)
             .unwrap_or(Duration::from_secs(6 * 3600));
-        crate::http::serve(listen, ctx.metrics.clone(), interval, stop.clone()).await?;
+        let page = crate::http::PageSource {
+            store: ctx.store.clone(),
+            current: page_rx.clone(),
+        };
+        crate::http::serve(
+            listen,
+            ctx.metrics.clone(),
+            interval,
+            Some(page),
+            stop.clone(),
+        )
+        .await?;
     }
     let delivery = tokio::spawn(crate::alerts::deliver_forever(
         ctx.store.clone(),
@@ -800,6 +1027,7 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
                     Err(why) => tracing::error!(event = "reload", error = %why, "reload refused: keeping the running config and policies"),
                 }
                 record_reload(&ctx, result.err()).await?;
+                page_tx.send_replace(Arc::new((ctx.settings.clone(), ctx.policies.clone())));
             }
             Some(scheduled) = ticks.recv() => {
                 busy.store(true, Ordering::SeqCst);
@@ -821,6 +1049,9 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
                     busy.store(false, Ordering::SeqCst);
                     continue;
                 }
+                if !ctx.settings.api_detected || page_rx.borrow().0.billmgr.api.is_none() {
+                    page_tx.send_replace(Arc::new((ctx.settings.clone(), ctx.policies.clone())));
+                }
                 // The lock only for the cycle: manual commands run between ticks, and a
                 // manual paid command running now is waited for.
                 let lock = tokio::select! {
@@ -839,6 +1070,7 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
         }
     }
     crate::systemd::stopping();
+    let _ = ctx.store.delete_meta("service").await;
     let _ = sched.shutdown().await;
     let _ = delivery.await;
     ctx.store.close().await;

@@ -1,5 +1,6 @@
-//! The HTTP side: `GET /metrics` (OpenMetrics), `GET /healthz` (200 `ok` or 503 with the
-//! reason), on `[metrics] listen`.
+//! The HTTP side, on `[metrics] listen`: `GET /` (the read-only status page, rendered on the
+//! server, refreshing itself every minute), `GET /metrics` (OpenMetrics), `GET /healthz`
+//! (200 `ok` or 503 with the reason).
 //!
 //! Owns the listener and its bounds: at most [`MAX_CONNECTIONS`] connections at once (beyond
 //! that, the kernel's backlog waits, and no descriptor of ours is used), a request's headers
@@ -30,6 +31,15 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 struct AppState {
     metrics: Arc<Metrics>,
     interval: Duration,
+    page: Option<PageSource>,
+}
+
+/// What the status page is built from: the database and the settings and policies in effect
+/// (replaced on reload).
+#[derive(Clone)]
+pub struct PageSource {
+    pub store: crate::store::Store,
+    pub current: watch::Receiver<Arc<(crate::config::Settings, crate::policy::Policies)>>,
 }
 
 /// Serves `GET /metrics` and `GET /healthz` on `listen` until `stop` turns true (or its sender
@@ -38,14 +48,20 @@ pub async fn serve(
     listen: SocketAddr,
     metrics: Arc<Metrics>,
     interval: Duration,
+    page: Option<PageSource>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let app = Router::new()
+        .route("/", get(page_handler))
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(health_handler))
-        .with_state(AppState { metrics, interval });
+        .with_state(AppState {
+            metrics,
+            interval,
+            page,
+        });
     let task = tokio::spawn(async move {
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let mut connections = tokio::task::JoinSet::new();
@@ -82,8 +98,33 @@ pub async fn serve(
         }
         connections.shutdown().await;
     });
-    tracing::info!(event = "http", listen = %addr, "serving /metrics and /healthz");
+    tracing::info!(event = "http", listen = %addr, "serving the status page, /metrics and /healthz");
     Ok((addr, task))
+}
+
+async fn page_handler(State(state): State<AppState>) -> Response {
+    let html = [(header::CONTENT_TYPE, "text/html; charset=utf-8")];
+    let Some(page) = state.page else {
+        return (
+            StatusCode::NOT_FOUND,
+            html,
+            "no status page here\n".to_owned(),
+        )
+            .into_response();
+    };
+    let current = page.current.borrow().clone();
+    match crate::overview::build(&page.store, &current.0, &current.1, Utc::now()).await {
+        Ok(o) => (StatusCode::OK, html, crate::page::render(&o)).into_response(),
+        Err(e) => {
+            tracing::warn!(event = "http", error = %e, "status page: database not readable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                html,
+                "the database cannot be read now\n".to_owned(),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn metrics_handler(State(state): State<AppState>) -> Response {
@@ -128,6 +169,7 @@ mod tests {
             "127.0.0.1:0".parse().expect("literal address"),
             m.clone(),
             Duration::from_secs(3600),
+            None,
             stop,
         )
         .await

@@ -7,6 +7,8 @@
 //! - [`policy`]: policy files and the pure planner `evaluate(licenses, policies, journal, today)`.
 //! - [`stop`]: reads abandoned the moment a stop is asked for.
 //! - [`store`]: the SQLite state (licenses, renewal journal, cycles) and the process lock.
+//! - [`page`]: the status page (HTML of the overview).
+//! - [`overview`]: what an operator looks at (licenses, status, the status page), from the database.
 //! - [`orders`]: manual orders and edits, journaled so a retry never buys twice.
 //! - [`resolve`]: 5/6 list rows that name their tariff: catalog names, remembered forms, views.
 //! - [`renew`]: the money-safe executor (re-read, intent, paid call, outcome) and reconciliation.
@@ -31,6 +33,8 @@ pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod orders;
+pub mod overview;
+pub mod page;
 pub mod policy;
 pub mod renew;
 pub mod resolve;

@@ -103,6 +103,7 @@ pub struct Metrics {
     /// names them); the config read at start counts as a successful load.
     config_reload_ok: Gauge,
     config_reload_success: TimestampGauge,
+    balance: Family<Vec<(String, String)>, TimestampGauge>,
     /// Taken for writing while the per-license families are cleared and refilled, for reading
     /// while rendering, so a scrape never sees them half-replaced (empty for an instant).
     licenses_swap: RwLock<()>,
@@ -204,8 +205,15 @@ impl Metrics {
             Unit::Seconds,
             config_reload_success.clone(),
         );
+        let balance = Family::<Vec<(String, String)>, TimestampGauge>::default();
+        registry.register(
+            "account_balance",
+            "The account's balance as the billing shows it (BILLmanager 5/6), by currency",
+            balance.clone(),
+        );
         Metrics {
             registry,
+            balance,
             licenses,
             license_expiry,
             renewals,
@@ -246,6 +254,13 @@ impl Metrics {
 
     /// A login attempt or any call's auth outcome: `true` = credentials accepted, `false` = an
     /// `auth` error.
+    /// The account's balance as the billing showed it (`licrenew_account_balance{currency}`).
+    pub fn set_balance(&self, currency: &str, amount: f64) {
+        self.balance
+            .get_or_create(&vec![("currency".to_owned(), currency.to_owned())])
+            .set(amount);
+    }
+
     /// A reload (SIGHUP) was taken (`ok`) or refused, at `at`.
     pub fn reload_finished(&self, ok: bool, at: DateTime<Utc>) {
         self.config_reload_ok.set(i64::from(ok));

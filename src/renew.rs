@@ -360,6 +360,7 @@ impl Executor<'_> {
         let base = |l: &License, outcome| {
             let mut e = Event::new(self.catalog, l, Some(period), outcome);
             e.policy_file = action.policy_file.as_ref().map(|p| p.display().to_string());
+            e.cost = action.cost.clone().or(e.cost);
             e
         };
         // Defence in depth: the period must be one of the product's, and not a trial.
@@ -403,6 +404,7 @@ impl Executor<'_> {
             cycle_id: self.cycle,
             policy_file: action.policy_file.as_ref().map(|p| p.display().to_string()),
             policy_hash: action.policy_hash.clone(),
+            cost: action.cost.clone(),
         };
         let cap = self.cycle.map(|_| self.max_per_cycle);
         let id = match self

@@ -116,9 +116,19 @@ pub struct JournalRow {
     pub cycle_id: Option<i64>,
     pub policy_file: Option<String>,
     pub policy_hash: Option<String>,
+    pub cost_cents: Option<i64>,
+    pub cost_currency: Option<String>,
 }
 
 impl JournalRow {
+    /// What the renewal cost (or would have), where it was known.
+    pub fn cost(&self) -> Option<crate::domain::Money> {
+        Some(crate::domain::Money {
+            cents: self.cost_cents?,
+            currency: self.cost_currency.clone()?,
+        })
+    }
+
     pub fn state(&self) -> Option<JournalState> {
         JournalState::parse(&self.state)
     }
@@ -136,6 +146,7 @@ pub struct Intent {
     pub cycle_id: Option<i64>,
     pub policy_file: Option<String>,
     pub policy_hash: Option<String>,
+    pub cost: Option<crate::domain::Money>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,7 +223,7 @@ pub struct Store {
 }
 
 const LICENSE_COLS: &str = "elid, licname, ip, product, period, expiry, status, status_raw, first_seen, last_seen, gone_since, last_outcome, last_reason, last_decided, autoprolong, lapsed_since, pricelist_label, special, cost_cents, cost_currency";
-const JOURNAL_COLS: &str = "id, elid, licname, product, period, expiry_before, state, source, created_at, finished_at, error_class, error_type, error_object, error_msg, new_expiry, cycle_id, policy_file, policy_hash";
+const JOURNAL_COLS: &str = "id, elid, licname, product, period, expiry_before, state, source, created_at, finished_at, error_class, error_type, error_object, error_msg, new_expiry, cycle_id, policy_file, policy_hash, cost_cents, cost_currency";
 
 impl Store {
     /// Opens (creating if missing) the database and applies the embedded migrations.
@@ -449,6 +460,14 @@ impl Store {
         Ok(())
     }
 
+    pub async fn delete_meta(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM meta WHERE key = ?")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// A fact remembered by [`Store::set_meta`], with when.
     pub async fn meta(&self, key: &str) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
         let row = sqlx::query("SELECT value, updated_at FROM meta WHERE key = ?")
@@ -662,6 +681,83 @@ impl Store {
             .bind(elid)
             .bind(elid)
             .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// What renewals that may have been paid (sending, ok, unknown, reconciled_ok) cost since
+    /// `since`, per currency, in hundredths. Renewals of unknown cost are not in it.
+    pub async fn spent_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT cost_currency, SUM(cost_cents) AS cents FROM renewals
+             WHERE created_at >= ? AND cost_cents IS NOT NULL
+               AND state IN ('sending', 'ok', 'unknown', 'reconciled_ok')
+             GROUP BY cost_currency",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push((r.try_get("cost_currency")?, r.try_get("cents")?));
+        }
+        Ok(out)
+    }
+
+    /// The last finished cycle of `kind` (`renew` for the service and `licrenew renew`):
+    /// (started, ended, outcome, error).
+    pub async fn last_cycle(
+        &self,
+        kind: &str,
+    ) -> Result<Option<(DateTime<Utc>, DateTime<Utc>, String, Option<String>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT started_at, ended_at, outcome, error FROM cycles
+             WHERE kind = ? AND ended_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+        )
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => Some((
+                r.try_get("started_at")?,
+                r.try_get("ended_at")?,
+                r.try_get::<Option<String>, _>("outcome")?
+                    .unwrap_or_default(),
+                r.try_get("error")?,
+            )),
+            None => None,
+        })
+    }
+
+    /// (undelivered, undelivered with a failed attempt) alerts in the outbox.
+    pub async fn alert_counts(&self) -> Result<(i64, i64), StoreError> {
+        let r = sqlx::query(
+            "SELECT COUNT(*) AS pending, COALESCE(SUM(attempts > 0), 0) AS failing
+             FROM alerts WHERE delivered_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((r.try_get("pending")?, r.try_get("failing")?))
+    }
+
+    /// Renewals since `since` that failed or whose outcome is unknown, and that no later
+    /// renewal of the same license made good: the problems an operator must see.
+    pub async fn unresolved_failures(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<JournalRow>, StoreError> {
+        let sql = format!(
+            "SELECT {JOURNAL_COLS} FROM renewals r WHERE created_at >= ?
+               AND state IN ('error', 'unknown', 'sending', 'reconciled_failed')
+               AND NOT EXISTS (SELECT 1 FROM renewals o WHERE o.elid = r.elid AND o.id > r.id
+                               AND o.state IN ('ok', 'reconciled_ok'))
+             ORDER BY id DESC"
+        );
+        Ok(sqlx::query_as::<_, JournalRow>(sqlx::AssertSqlSafe(sql))
+            .bind(since)
             .fetch_all(&self.pool)
             .await?)
     }
@@ -901,8 +997,8 @@ async fn intent_on(
     now: DateTime<Utc>,
 ) -> Result<IntentResult, StoreError> {
     let res = sqlx::query(
-        "INSERT INTO renewals (elid, licname, product, period, expiry_before, state, source, created_at, cycle_id, policy_file, policy_hash)
-         SELECT ?, ?, ?, ?, ?, 'sending', ?, ?, ?, ?, ?
+        "INSERT INTO renewals (elid, licname, product, period, expiry_before, state, source, created_at, cycle_id, policy_file, policy_hash, cost_cents, cost_currency)
+         SELECT ?, ?, ?, ?, ?, 'sending', ?, ?, ?, ?, ?, ?, ?
          WHERE ? IS NULL OR (SELECT COUNT(*) FROM renewals WHERE cycle_id IS ?) < ?",
     )
     .bind(i.elid)
@@ -915,6 +1011,8 @@ async fn intent_on(
     .bind(i.cycle_id)
     .bind(&i.policy_file)
     .bind(&i.policy_hash)
+    .bind(i.cost.as_ref().map(|c| c.cents))
+    .bind(i.cost.as_ref().map(|c| c.currency.as_str()))
     .bind(cap)
     .bind(i.cycle_id)
     .bind(cap)
@@ -1123,6 +1221,7 @@ mod tests {
             cycle_id: cycle,
             policy_file: None,
             policy_hash: None,
+            cost: None,
         }
     }
 

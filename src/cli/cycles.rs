@@ -96,6 +96,7 @@ pub(super) async fn cycle(
     args: &Args,
     mode: crate::daemon::Mode,
     no_wait: bool,
+    all: bool,
 ) -> Result<ExitCode, Failure> {
     let (s, policies, client) = connect(args, false).await?;
     let ctx = crate::daemon::open_with(s, policies, client).await?;
@@ -109,9 +110,12 @@ pub(super) async fn cycle(
     let report = crate::daemon::run_once(&ctx, mode, &stop)
         .await
         .map_err(anyhow::Error::from)?;
-    crate::alerts::deliver_once(&ctx.store, &ctx.settings.alerts)
-        .await
-        .map_err(anyhow::Error::from)?;
+    // A dry run delivers nothing (as certbot's --dry-run runs no hook).
+    if mode != crate::daemon::Mode::DryRun {
+        crate::alerts::deliver_once(&ctx.store, &ctx.settings.alerts)
+            .await
+            .map_err(anyhow::Error::from)?;
+    }
     ctx.store.close().await;
     if args.json {
         println!(
@@ -119,8 +123,10 @@ pub(super) async fn cycle(
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
     } else {
-        if mode != crate::daemon::Mode::Sync {
-            print_events(&report.events);
+        match mode {
+            crate::daemon::Mode::DryRun => print_dry_run(&report, all),
+            crate::daemon::Mode::Renew => print_events(&report.events),
+            crate::daemon::Mode::Sync => {}
         }
         println!("{}", report.summary());
     }

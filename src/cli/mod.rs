@@ -124,12 +124,14 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
-    /// Show licenses (from the local database; --live asks the API)
+    /// Show every license the database knows (--live asks the API), with days left, the date
+    /// the plan renews it (or why not), its policy, autoprolong and IP
     Licenses {
         /// Read them straight from the API instead of the database
         #[arg(long)]
         live: bool,
-        /// Only those expiring within this time (e.g. "30d"); with --live uses the server filter
+        /// Only those expiring within this time (e.g. "7d"), past-due ones marked; with --live
+        /// uses the server filter
         #[arg(long, value_parser = humantime::parse_duration)]
         expiring: Option<std::time::Duration>,
     },
@@ -141,13 +143,19 @@ pub enum Command {
     },
     /// Run one renewal cycle now (sync, reconcile, plan, renew); exit 1 if a renewal failed
     Renew {
-        /// Print the plan and make no paid call (takes no lock, never waits)
+        /// Print the plan and make no paid call (takes no lock, never waits, delivers no alert)
         #[arg(long)]
         dry_run: bool,
+        /// With --dry-run: list every skipped license, not one line per reason
+        #[arg(long, requires = "dry_run")]
+        all: bool,
         /// Fail at once instead of waiting for a running cycle to end
         #[arg(long)]
         no_wait: bool,
     },
+    /// The service, products, upcoming renewals and their cost, problems, recent outcomes
+    /// (from the database; never waits for a running cycle)
+    Status,
     /// Show the renewal journal (newest first)
     History {
         /// Only this license
@@ -284,18 +292,23 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
         } => ops::prolong(&args, *elid, period, *override_autoprolong, *no_wait).await,
         Command::Licenses { live, expiring } => views::licenses(&args, *live, *expiring).await,
         Command::Sync { no_wait } => {
-            cycles::cycle(&args, crate::daemon::Mode::Sync, *no_wait).await
+            cycles::cycle(&args, crate::daemon::Mode::Sync, *no_wait, false).await
         }
-        Command::Renew { dry_run, no_wait } => {
+        Command::Renew {
+            dry_run,
+            all,
+            no_wait,
+        } => {
             let mode = if *dry_run {
                 crate::daemon::Mode::DryRun
             } else {
                 crate::daemon::Mode::Renew
             };
-            cycles::cycle(&args, mode, *no_wait).await
+            cycles::cycle(&args, mode, *no_wait, *all).await
         }
         Command::History { elid, limit } => views::history(&args, *elid, *limit).await,
         Command::Check { online } => views::check(&args, *online).await,
+        Command::Status => views::status(&args).await,
         Command::Run => cycles::run(&args).await,
         Command::Reload { pid, timeout } => cycles::reload(&args, *pid, *timeout).await,
         Command::Demo { licenses, every } => crate::demo::run(*licenses, *every)

@@ -298,6 +298,7 @@ pub(super) async fn prolong(
         policy_file: None,
         policy_hash: None,
         due: None,
+        cost: None,
     };
     let result = exec.renew(&action).await;
     let (ev, outcome) = match result {

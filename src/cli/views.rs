@@ -3,7 +3,7 @@
 use super::print::*;
 use super::{Args, Failure, connect, optional_settings, policies_offline, settings};
 use crate::catalog::Catalog;
-use crate::config::ConfigError;
+use crate::config::{self, ConfigError};
 use std::process::ExitCode;
 
 pub(super) fn catalog(args: &Args) -> Result<ExitCode, Failure> {
@@ -14,52 +14,106 @@ pub(super) fn catalog(args: &Args) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The settings, with the catalog of the generation last detected (offline, under
+/// `api = "auto"`), the policies against it, and the store: what the read-only views need.
+/// Takes no lock.
+pub(super) async fn offline(
+    args: &Args,
+) -> Result<
+    (
+        config::Settings,
+        crate::policy::Policies,
+        crate::store::Store,
+    ),
+    Failure,
+> {
+    let mut s = settings(args)?;
+    let store = crate::store::Store::open(&s.database)
+        .await
+        .map_err(anyhow::Error::from)?;
+    if s.billmgr.api.is_none()
+        && let Some((api, _)) = store.meta("api").await.map_err(anyhow::Error::from)?
+    {
+        match api.as_str() {
+            "billmgr4" => s.use_generation(config::Api::Billmgr4),
+            "billmgr5" => s.use_generation(config::Api::Billmgr5),
+            _ => {}
+        }
+    }
+    let policies = match policies_offline(&s) {
+        Ok(p) => p,
+        Err(f) => {
+            store.close().await;
+            return Err(f);
+        }
+    };
+    Ok((s, policies, store))
+}
+
 pub(super) async fn licenses(
     args: &Args,
     live: bool,
     expiring: Option<std::time::Duration>,
 ) -> Result<ExitCode, Failure> {
-    let s = settings(args)?;
-    if !live {
-        let store = crate::store::Store::open(&s.database)
+    let now = chrono::Utc::now();
+    let today = now.date_naive();
+    let horizon = expiring.map(|d| (d.as_secs().div_ceil(86_400)) as i64);
+    let views = if live {
+        let (s, policies, client) = connect(args, true).await?;
+        let window = expiring.map(|d| {
+            let back = chrono::Duration::from_std(s.schedule.lookback).unwrap_or_default();
+            let fwd = chrono::Duration::from_std(d).unwrap_or_default();
+            (today - back, today + fwd)
+        });
+        let mut listing = client.list(window).await?;
+        let unresolved = std::mem::take(&mut listing.unresolved);
+        let resolved = crate::resolve::resolve(
+            None,
+            &client,
+            &s.catalog,
+            &std::collections::HashMap::new(),
+            unresolved,
+        )
+        .await?;
+        listing.licenses.extend(resolved.licenses);
+        for bad in &resolved.bad {
+            tracing::warn!(row = %bad, "skipped a license row that does not parse");
+        }
+        crate::overview::live_views(&listing.licenses, &s, &policies, &[], today)
+    } else {
+        let (s, policies, store) = offline(args).await?;
+        let stored = store.licenses().await.map_err(anyhow::Error::from)?;
+        let journal = store
+            .journal_for_planning()
             .await
             .map_err(anyhow::Error::from)?;
-        let today = chrono::Utc::now().date_naive();
-        let horizon = expiring.map(|d| today + chrono::Duration::from_std(d).unwrap_or_default());
-        let rows: Vec<_> = store
-            .licenses()
-            .await
-            .map_err(anyhow::Error::from)?
-            .into_iter()
-            .filter(|l| horizon.is_none_or(|h| l.expiry <= h))
-            .collect();
         store.close().await;
-        print_stored(&s.catalog, &rows, args.json);
-        return Ok(ExitCode::SUCCESS);
+        crate::overview::license_views(&stored, &s, &policies, &journal, today)
+    };
+    let views: Vec<_> = views
+        .into_iter()
+        .filter(|v| horizon.is_none_or(|h| v.days_left <= h))
+        .collect();
+    print_license_views(&views, expiring.is_some(), args.json);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `licrenew status`: the service, products, upcoming renewals and their cost, problems.
+pub(super) async fn status(args: &Args) -> Result<ExitCode, Failure> {
+    let (s, policies, store) = offline(args).await?;
+    let overview = crate::overview::build(&store, &s, &policies, chrono::Utc::now())
+        .await
+        .map_err(anyhow::Error::from);
+    store.close().await;
+    let overview = overview?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&overview).unwrap_or_default()
+        );
+    } else {
+        print_status(&overview);
     }
-    drop(s);
-    let (s, _, client) = connect(args, true).await?;
-    let window = expiring.map(|d| {
-        let today = chrono::Utc::now().date_naive();
-        let back = chrono::Duration::from_std(s.schedule.lookback).unwrap_or_default();
-        let fwd = chrono::Duration::from_std(d).unwrap_or_default();
-        (today - back, today + fwd)
-    });
-    let mut listing = client.list(window).await?;
-    let unresolved = std::mem::take(&mut listing.unresolved);
-    let resolved = crate::resolve::resolve(
-        None,
-        &client,
-        &s.catalog,
-        &std::collections::HashMap::new(),
-        unresolved,
-    )
-    .await?;
-    listing.licenses.extend(resolved.licenses);
-    for bad in &resolved.bad {
-        tracing::warn!(row = %bad, "skipped a license row that does not parse");
-    }
-    print_licenses(&s.catalog, &listing.licenses, args.json);
     Ok(ExitCode::SUCCESS)
 }
 

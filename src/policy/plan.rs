@@ -112,6 +112,9 @@ pub struct Action {
     pub policy_hash: Option<String>,
     /// First day the license is due for renewal, once it was computed (rule 7 onwards).
     pub due: Option<NaiveDate>,
+    /// What the renewal will cost, where it is known (filled in after planning: the planner
+    /// does no I/O).
+    pub cost: Option<crate::domain::Money>,
 }
 
 impl Action {
@@ -124,6 +127,7 @@ impl Action {
             policy_file: None,
             policy_hash: None,
             due: None,
+            cost: None,
         }
     }
 

@@ -188,19 +188,30 @@ async fn dry_run_prints_the_plan_and_makes_no_paid_call(api: Api) {
     let env = account(api).await;
 
     let out = env.run(&["renew", "--dry-run"]).await;
+    let all = env.run(&["renew", "--dry-run", "--all"]).await;
 
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(env.sim.paid_calls_total(), 0);
     let text = stdout(&out);
+    // The licenses it would renew first, then one line per skip reason, then the count.
     assert!(
-        text.lines()
-            .any(|l| l.starts_with("2001") && l.contains("dry_run") && l.contains("1 month")),
+        text.lines().any(|l| l.starts_with("2001")
+            && l.contains("ISPmanager Lite")
+            && l.contains("1 month")),
         "{text}"
     );
     assert!(
         text.lines()
-            .any(|l| l.starts_with("2003") && l.contains("no policy")),
+            .any(|l| l.trim_start().starts_with('1') && l.contains("skipped (no policy)")),
         "{text}"
+    );
+    assert!(text.contains("would renew 2"), "{text}");
+    assert!(
+        stdout(&all)
+            .lines()
+            .any(|l| l.starts_with("2003") && l.contains("no policy")),
+        "{}",
+        stdout(&all)
     );
     let submitted = |r: &licrenew::sim::RecordedRequest| r.form.iter().any(|(k, _)| k == "sok");
     assert!(

@@ -12,6 +12,7 @@ mod fixtures;
 mod ledger;
 mod money_edges;
 mod operator;
+mod page;
 mod real_shapes;
 mod secrets;
 mod service;

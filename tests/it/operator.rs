@@ -120,3 +120,192 @@ async fn the_service_runs_a_cycle_at_start_and_another_on_sigusr1() {
     assert_eq!(before_signal, 0, "the schedule alone would not have run it");
     assert!(status.success());
 }
+
+/// Three ISPmanager 6 Lite licenses due (6.50 EUR a month each in the simulator), expiring on
+/// consecutive days.
+fn three_due(env: &Env) -> Vec<(i64, chrono::NaiveDate)> {
+    (0..3)
+        .map(|i| {
+            let expiry = env.today() + chrono::Duration::days(2 + i);
+            env.place(4001 + i, env.p.lite, env.p.lite_month, expiry, 2);
+            (4001 + i, expiry)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_balance_that_covers_one_renewal_pays_the_earliest_and_alerts_the_shortfall_once() {
+    let env = Env::for_api(licrenew::config::Api::Billmgr5).await;
+    env.write_policy("lite.toml", LITE);
+    three_due(&env);
+    env.sim.set_balance(1000);
+
+    let out = env.run(&["renew"]).await;
+    let status = env.run(&["status", "--json"]).await;
+
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(env.sim.paid_calls(4001), 1, "the earliest expiry first");
+    assert_eq!(env.sim.paid_calls(4002) + env.sim.paid_calls(4003), 0);
+    for elid in [4002, 4003] {
+        let ev = crate::ledger::renewal_event(&out, elid);
+        assert_eq!(
+            (ev["outcome"].as_str(), ev["reason"].as_str()),
+            (Some("skipped"), Some("balance")),
+            "{ev}"
+        );
+    }
+    let alerts: Vec<_> = crate::ledger::events(&out, "alert")
+        .into_iter()
+        .filter(|a| a["alert"] == "insufficient_balance")
+        .collect();
+    assert_eq!(alerts.len(), 1, "{}", stderr(&out));
+    assert!(
+        alerts[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("9.50 EUR")),
+        "19.50 planned, 10.00 there: {}",
+        alerts[0]
+    );
+    let s: serde_json::Value = serde_json::from_str(&stdout(&status)).expect("json");
+    assert_eq!(s["service"]["balance"]["cents"], 1000, "{s}");
+}
+
+#[tokio::test]
+async fn the_spend_cap_counts_the_last_day_and_skips_what_would_pass_it() {
+    let env = Env::for_api(licrenew::config::Api::Billmgr5).await;
+    env.write_policy("lite.toml", LITE);
+    env.write_config("[renewal]\nmax_spend_per_day = 10\n");
+    three_due(&env);
+
+    let out = env.run(&["renew"]).await;
+    let history = env.run(&["history", "--json"]).await;
+
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(env.sim.paid_calls(4001), 1);
+    assert_eq!(env.sim.paid_calls(4002) + env.sim.paid_calls(4003), 0);
+    let ev = crate::ledger::renewal_event(&out, 4002);
+    assert_eq!(ev["reason"], "spend cap", "{ev}");
+    let alerts: Vec<_> = crate::ledger::events(&out, "alert")
+        .into_iter()
+        .filter(|a| a["alert"] == "spend_cap")
+        .collect();
+    assert_eq!(alerts.len(), 1, "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&history)).expect("json");
+    let paid = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["elid"] == 4001)
+        .expect("the journal row");
+    assert_eq!(
+        (paid["cost_cents"].as_i64(), paid["cost_currency"].as_str()),
+        (Some(650), Some("EUR"))
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_totals_the_cost_and_a_billmgr4_catalog_price_reaches_the_journal() {
+    let v5 = Env::for_api(licrenew::config::Api::Billmgr5).await;
+    v5.write_policy("lite.toml", LITE);
+    three_due(&v5);
+    let dry = v5.run(&["renew", "--dry-run"]).await;
+
+    let v4 = Env::new().await;
+    v4.write_policy("lite.toml", LITE);
+    let catalog = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/catalog.toml"),
+    )
+    .expect("catalog")
+    .replacen(
+        "{ id = 8, label = \"1 month\", kind = \"months\", months = 1 }",
+        "{ id = 8, label = \"1 month\", kind = \"months\", months = 1, price = \"12.50 EUR\" }",
+        1,
+    );
+    std::fs::write(v4.path("catalog.toml"), catalog).expect("catalog");
+    v4.write_config("[catalog]\npath = \"catalog.toml\"\n");
+    place_due(&v4, 3001, 1);
+    let paid = v4.run(&["renew"]).await;
+    let history = v4.run(&["history"]).await;
+
+    assert_eq!(code(&dry), 0, "{}", stderr(&dry));
+    assert!(
+        stdout(&dry).contains("would renew 3, total 19.50 EUR"),
+        "{}",
+        stdout(&dry)
+    );
+    assert_eq!(v5.sim.paid_calls_total(), 0);
+    assert_eq!(code(&paid), 0, "{}", stderr(&paid));
+    assert!(
+        stdout(&history).contains("12.50 EUR"),
+        "{}",
+        stdout(&history)
+    );
+}
+
+#[tokio::test]
+async fn licenses_and_status_show_every_license_its_plan_and_the_problems() {
+    let env = Env::new().await;
+    env.write_policy("lite.toml", LITE);
+    let t = env.today();
+    env.place(3001, 7, 8, t + chrono::Duration::days(3), 2); // due: renewed
+    env.place(3002, 7, 8, t + chrono::Duration::days(20), 2); // renews on a later day
+    env.place(3003, 11, 16, t + chrono::Duration::days(1), 2); // no policy, expiring
+    env.place(3004, 7, 8, t + chrono::Duration::days(2), 2); // its renewal fails
+    env.sim.add_fault(licrenew::sim::Fault {
+        func: Some("software.period".into()),
+        elid: Some(3004),
+        kind: licrenew::sim::FaultKind::ErrorDoc {
+            r#type: "value".into(),
+            object: Some("period".into()),
+            msg: "refused".into(),
+        },
+        times: None,
+    });
+    let _ = env.run(&["renew"]).await;
+
+    let table = env.run(&["licenses", "--expiring", "30d"]).await;
+    let json = env.run(&["licenses", "--json"]).await;
+    let status = env.run(&["status"]).await;
+
+    assert_eq!(code(&table), 0, "{}", stderr(&table));
+    let row = |elid: &str| {
+        stdout(&table)
+            .lines()
+            .find(|l| l.starts_with(elid))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        row("3002").contains(&(t + chrono::Duration::days(13)).to_string()),
+        "{}",
+        stdout(&table)
+    );
+    assert!(
+        row("3003").contains("none") && row("3003").contains("no policy"),
+        "{}",
+        row("3003")
+    );
+    let views: serde_json::Value = serde_json::from_str(&stdout(&json)).expect("json");
+    let v = views
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|v| v["elid"] == 3002)
+        .expect("3002");
+    assert_eq!(v["product"], "ISPmanager Lite");
+    assert_eq!(v["product_id"], 7);
+    assert_eq!(v["period"], "1 month");
+    assert_eq!(v["policy"], "renew");
+    let text = stdout(&status);
+    assert!(text.contains("renewals in the next 30 days"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("renewal_failed") && l.contains("3004")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("expiring_uncovered") && l.contains("3003")),
+        "{text}"
+    );
+}
