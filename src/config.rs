@@ -41,13 +41,16 @@ pub fn old_database_locations(settings: &Settings) -> Vec<PathBuf> {
 /// Default config path when neither `--config` nor `LICRENEW_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "/etc/licrenew/licrenew.toml";
 
-/// A config problem. Display: `FILE: KEY: what is wrong`.
+/// A config problem. Display: `FILE: KEY: what is wrong`, or `VARIABLE: what is wrong` when
+/// the value came from an environment override.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {}{msg}", file.display(), key.as_ref().map(|k| format!("{k}: ")).unwrap_or_default())]
+#[error("{}", self.render())]
 pub struct ConfigError {
     pub file: PathBuf,
     pub key: Option<String>,
     pub msg: String,
+    /// The `LICRENEW__…` variable the faulty value came from.
+    pub env_var: Option<String>,
 }
 
 impl ConfigError {
@@ -56,6 +59,15 @@ impl ConfigError {
             file: file.to_owned(),
             key: key.map(str::to_owned),
             msg: msg.into(),
+            env_var: None,
+        }
+    }
+
+    fn render(&self) -> String {
+        match (&self.env_var, &self.key) {
+            (Some(var), _) => format!("{var} (environment override): {}", self.msg),
+            (None, Some(k)) => format!("{}: {k}: {}", self.file.display(), self.msg),
+            (None, None) => format!("{}: {}", self.file.display(), self.msg),
         }
     }
 }
@@ -320,7 +332,7 @@ fn default_policies_dir() -> PathBuf {
     "policies.d".into()
 }
 fn default_log_format() -> String {
-    "json".into()
+    "auto".into()
 }
 fn default_log_level() -> String {
     "info".into()
@@ -386,6 +398,8 @@ pub enum AuthMode {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
+    /// Pretty text when stderr is a terminal, JSON otherwise (a pipe, a file, the journal).
+    Auto,
     Json,
     Pretty,
 }
@@ -571,14 +585,25 @@ pub fn load_with_env(
     let envsrc = config::Environment::with_prefix("LICRENEW")
         .separator("__")
         .prefix_separator("__")
-        .source(Some(map.into_iter().collect()));
+        .source(Some(map.clone().into_iter().collect()));
+    let overridden: Vec<String> = map.keys().cloned().collect();
+    // An error about a key an override set names the variable, not the file.
+    let name_var = |mut e: ConfigError| {
+        if let Some(k) = &e.key {
+            let var = format!("LICRENEW__{}", k.replace('.', "__").to_ascii_uppercase());
+            if overridden.contains(&var) {
+                e.env_var = Some(var);
+            }
+        }
+        e
+    };
     let raw: Raw = config::Config::builder()
         .add_source(config::File::from_str(&text, config::FileFormat::Toml))
         .add_source(envsrc)
         .build()
         .and_then(|c| c.try_deserialize())
-        .map_err(|e| from_config_error(file, e))?;
-    let mut settings = validate(file, raw)?;
+        .map_err(|e| name_var(from_config_error(file, e)))?;
+    let mut settings = validate(file, raw).map_err(name_var)?;
     ignored_env.sort();
     settings.ignored_env = ignored_env;
     Ok(settings)
@@ -764,12 +789,13 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
         Some(v) => Some(cents("renewal.max_spend_per_day", v)?),
     };
     let log_format = match raw.log.format.as_str() {
+        "auto" => LogFormat::Auto,
         "json" => LogFormat::Json,
         "pretty" => LogFormat::Pretty,
         other => {
             return Err(err(
                 "log.format",
-                format!("{other:?} is not one of \"json\", \"pretty\""),
+                format!("{other:?} is not one of \"auto\", \"json\", \"pretty\""),
             ));
         }
     };

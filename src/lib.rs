@@ -4,6 +4,7 @@
 //! - [`catalog`], [`domain`]: products, periods and the license model; no I/O.
 //! - [`config`]: the TOML config file and env overrides → validated [`config::Settings`].
 //! - [`billmgr`]: the HTTP client, the XML parser and the dialect seam between API generations.
+//! - [`privileges`]: a root command works as the database's owner.
 //! - [`policy`]: policy files and the pure planner `evaluate(licenses, policies, journal, today)`.
 //! - [`stop`]: reads abandoned the moment a stop is asked for.
 //! - [`store`]: the SQLite state (licenses, renewal journal, cycles) and the process lock.
@@ -36,6 +37,7 @@ pub mod orders;
 pub mod overview;
 pub mod page;
 pub mod policy;
+pub mod privileges;
 pub mod renew;
 pub mod resolve;
 pub mod sim;

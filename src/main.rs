@@ -8,6 +8,14 @@ use std::time::Duration;
 fn main() -> ExitCode {
     licrenew::systemd::forbid_core_dumps();
     let args = licrenew::cli::Args::parse();
+    if !args.command.is_service() {
+        // A command whose output goes into `| head -1` ends quietly when the reader is gone,
+        // as Unix tools do, instead of failing to print.
+        // SAFETY: resetting a signal's disposition to the default touches no memory of ours.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Parsers of answers run on blocking threads; a few at a time is all licrenew needs,

@@ -934,6 +934,7 @@ impl Client {
             failure: std::sync::Mutex::new(None),
         });
         let timeout = self.cfg.timeout;
+        let host = self.host();
         let tap = seen.clone();
         let stream = resp.bytes_stream().map(move |chunk| match chunk {
             Ok(b) => {
@@ -946,7 +947,7 @@ impl Client {
                 }
             }
             Err(e) => {
-                let kind = classify_with(e, timeout);
+                let kind = classify_with(e, timeout, &host);
                 if let Ok(mut slot) = tap.failure.lock() {
                     slot.get_or_insert(kind);
                 }
@@ -993,7 +994,16 @@ impl Client {
     }
 
     fn classify(&self, e: reqwest::Error) -> ErrorKind {
-        classify_with(e, self.cfg.timeout)
+        classify_with(e, self.cfg.timeout, &self.host())
+    }
+
+    /// `host[:port]` of the endpoint.
+    fn host(&self) -> String {
+        let host = self.cfg.url.host_str().unwrap_or("?");
+        match self.cfg.url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        }
     }
 }
 
@@ -1063,20 +1073,22 @@ fn redact_error(r: &Redactor, kind: &mut ErrorKind) {
             }
         }
         ErrorKind::Xml(XmlError::Empty)
-        | ErrorKind::Timeout(_)
+        | ErrorKind::Timeout(..)
         | ErrorKind::Http { .. }
         | ErrorKind::Redirect { .. }
         | ErrorKind::TooLarge(_) => {}
     }
 }
 
-fn classify_with(e: reqwest::Error, timeout: Duration) -> ErrorKind {
+/// A transport failure, naming the server's host (never the URL: it is not needed, and a
+/// URL is where credentials hide in other clients).
+fn classify_with(e: reqwest::Error, timeout: Duration, host: &str) -> ErrorKind {
     if e.is_timeout() {
-        ErrorKind::Timeout(timeout)
+        ErrorKind::Timeout(timeout, host.to_owned())
     } else if e.is_connect() {
-        ErrorKind::Connect(describe_transport(e))
+        ErrorKind::Connect(format!("{host}: {}", describe_transport(e)))
     } else {
-        ErrorKind::Transport(describe_transport(e))
+        ErrorKind::Transport(format!("{host}: {}", describe_transport(e)))
     }
 }
 

@@ -21,8 +21,9 @@ pub enum ErrorKind {
     /// No connection was made, so the request never left: safe to send again.
     #[error("could not connect: {0}")]
     Connect(String),
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
+    /// No answer within the timeout, from the host named.
+    #[error("no answer within {0:?} from {1}")]
+    Timeout(Duration, String),
     /// The connection failed after the request may have been sent.
     #[error("connection failed: {0}")]
     Transport(String),
@@ -120,7 +121,7 @@ impl Error {
     /// Whether a read may be tried again after this error.
     pub fn is_transient(&self) -> bool {
         match &self.kind {
-            ErrorKind::Connect(_) | ErrorKind::Timeout(_) | ErrorKind::Transport(_) => true,
+            ErrorKind::Connect(_) | ErrorKind::Timeout(..) | ErrorKind::Transport(_) => true,
             ErrorKind::Http { status } => *status >= 500 || *status == 429,
             ErrorKind::Xml(XmlError::Empty | XmlError::Truncated(_)) => true,
             _ => false,
@@ -131,7 +132,7 @@ impl Error {
     pub fn class(&self) -> &'static str {
         match &self.kind {
             ErrorKind::Connect(_) => "connect",
-            ErrorKind::Timeout(_) => "timeout",
+            ErrorKind::Timeout(..) => "timeout",
             ErrorKind::Transport(_) => "transport",
             ErrorKind::Http { .. } => "http",
             ErrorKind::Redirect { .. } => "redirect",

@@ -56,17 +56,38 @@ pub struct Args {
     /// Config file [default: $LICRENEW_CONFIG, else /etc/licrenew/licrenew.toml]
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Print results as JSON instead of a table
-    #[arg(long, global = true)]
+    /// Set from the command's own `--json` (offered only where a command prints a result).
+    #[arg(skip)]
     pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
 
+impl Command {
+    /// A long-running process (the service, the simulator, the demo), not a one-shot command.
+    pub fn is_service(&self) -> bool {
+        matches!(
+            self,
+            Command::Run | Command::Sim { .. } | Command::Demo { .. }
+        )
+    }
+}
+
+/// `--json` of a command that prints a result.
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
+pub struct Output {
+    /// Print the result as JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Show the product/period catalog in effect (built-in, or the config's catalog.path)
-    Catalog,
+    Catalog {
+        #[command(flatten)]
+        out: Output,
+    },
     /// Order a new license (paid)
     Order {
         /// Product: catalog name, alias or price id
@@ -88,6 +109,8 @@ pub enum Command {
         /// Fail at once instead of waiting for a running cycle to end
         #[arg(long)]
         no_wait: bool,
+        #[command(flatten)]
+        out: Output,
     },
     /// Ask whether a license of a product/period can be bound to an IP
     IpCheck {
@@ -97,6 +120,8 @@ pub enum Command {
         period: String,
         #[arg(long)]
         ip: String,
+        #[command(flatten)]
+        out: Output,
     },
     /// Change a license's name and/or IP (an IP can change once per calendar month)
     Edit {
@@ -109,6 +134,8 @@ pub enum Command {
         /// Fail at once instead of waiting for a running cycle to end
         #[arg(long)]
         no_wait: bool,
+        #[command(flatten)]
+        out: Output,
     },
     /// Renew one license now for a period (paid)
     Prolong {
@@ -123,6 +150,8 @@ pub enum Command {
         /// Fail at once instead of waiting for a running cycle to end
         #[arg(long)]
         no_wait: bool,
+        #[command(flatten)]
+        out: Output,
     },
     /// Show every license the database knows (--live asks the API), with days left, the date
     /// the plan renews it (or why not), its policy, autoprolong and IP
@@ -134,12 +163,16 @@ pub enum Command {
         /// uses the server filter
         #[arg(long, value_parser = humantime::parse_duration)]
         expiring: Option<std::time::Duration>,
+        #[command(flatten)]
+        out: Output,
     },
     /// List the licenses expiring inside the window and record them in the database
     Sync {
         /// Fail at once instead of waiting for a running cycle to end
         #[arg(long)]
         no_wait: bool,
+        #[command(flatten)]
+        out: Output,
     },
     /// Run one renewal cycle now (sync, reconcile, plan, renew); exit 1 if a renewal failed
     Renew {
@@ -152,10 +185,15 @@ pub enum Command {
         /// Fail at once instead of waiting for a running cycle to end
         #[arg(long)]
         no_wait: bool,
+        #[command(flatten)]
+        out: Output,
     },
     /// The service, products, upcoming renewals and their cost, problems, recent outcomes
     /// (from the database; never waits for a running cycle)
-    Status,
+    Status {
+        #[command(flatten)]
+        out: Output,
+    },
     /// Show the renewal journal (newest first)
     History {
         /// Only this license
@@ -164,11 +202,15 @@ pub enum Command {
         /// At most this many rows
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        #[command(flatten)]
+        out: Output,
     },
     /// Validate config, catalog and policies; --online also logs in
     Check {
         #[arg(long)]
         online: bool,
+        #[command(flatten)]
+        out: Output,
     },
     /// Run the renewal service on the configured cron schedule until SIGTERM
     Run,
@@ -243,9 +285,23 @@ impl Failure {
 }
 
 /// Runs the parsed command line.
-pub async fn run(args: Args) -> Result<ExitCode, Failure> {
+pub async fn run(mut args: Args) -> Result<ExitCode, Failure> {
+    args.json = match &args.command {
+        Command::Catalog { out }
+        | Command::Status { out }
+        | Command::Order { out, .. }
+        | Command::IpCheck { out, .. }
+        | Command::Edit { out, .. }
+        | Command::Prolong { out, .. }
+        | Command::Licenses { out, .. }
+        | Command::Sync { out, .. }
+        | Command::Renew { out, .. }
+        | Command::History { out, .. }
+        | Command::Check { out, .. } => out.json,
+        Command::Run | Command::Reload { .. } | Command::Demo { .. } | Command::Sim { .. } => false,
+    };
     match &args.command {
-        Command::Catalog => views::catalog(&args),
+        Command::Catalog { .. } => views::catalog(&args),
         Command::Sim {
             listen,
             licenses,
@@ -261,6 +317,7 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
             ip,
             allow_duplicate,
             no_wait,
+            ..
         } => {
             ops::order(
                 &args,
@@ -277,27 +334,31 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
             product,
             period,
             ip,
+            ..
         } => ops::ip_check(&args, product, period, ip).await,
         Command::Edit {
             elid,
             licname,
             ip,
             no_wait,
+            ..
         } => ops::edit(&args, *elid, licname.as_deref(), ip.as_deref(), *no_wait).await,
         Command::Prolong {
             elid,
             period,
             override_autoprolong,
             no_wait,
+            ..
         } => ops::prolong(&args, *elid, period, *override_autoprolong, *no_wait).await,
-        Command::Licenses { live, expiring } => views::licenses(&args, *live, *expiring).await,
-        Command::Sync { no_wait } => {
+        Command::Licenses { live, expiring, .. } => views::licenses(&args, *live, *expiring).await,
+        Command::Sync { no_wait, .. } => {
             cycles::cycle(&args, crate::daemon::Mode::Sync, *no_wait, false).await
         }
         Command::Renew {
             dry_run,
             all,
             no_wait,
+            ..
         } => {
             let mode = if *dry_run {
                 crate::daemon::Mode::DryRun
@@ -306,9 +367,9 @@ pub async fn run(args: Args) -> Result<ExitCode, Failure> {
             };
             cycles::cycle(&args, mode, *no_wait, *all).await
         }
-        Command::History { elid, limit } => views::history(&args, *elid, *limit).await,
-        Command::Check { online } => views::check(&args, *online).await,
-        Command::Status => views::status(&args).await,
+        Command::History { elid, limit, .. } => views::history(&args, *elid, *limit).await,
+        Command::Check { online, .. } => views::check(&args, *online).await,
+        Command::Status { .. } => views::status(&args).await,
         Command::Run => cycles::run(&args).await,
         Command::Reload { pid, timeout } => cycles::reload(&args, *pid, *timeout).await,
         Command::Demo { licenses, every } => crate::demo::run(*licenses, *every)
@@ -361,6 +422,20 @@ pub(super) fn settings(args: &Args) -> Result<Settings, Failure> {
     let path = config::resolve_path(args.config.as_deref());
     let s = config::load(&path)?;
     crate::telemetry::init(s.log_format, &s.log_level);
+    // Config and password are read: a root shell now works as the service's user, so the
+    // database, its WAL and the lock stay that user's (one database for both).
+    match crate::privileges::become_database_owner(&s.database) {
+        Ok(Some(uid)) => {
+            tracing::debug!(uid, database = %s.database.display(), "working as the database's owner")
+        }
+        Ok(None) => {}
+        Err(e) => {
+            return Err(Failure::Other(anyhow::anyhow!(
+                "cannot work as the owner of {}: {e}",
+                s.database.display()
+            )));
+        }
+    }
     if s.billmgr.insecure() {
         tracing::warn!(url = %s.billmgr.url, "billmgr.allow_insecure_http: the password crosses the network in clear");
     }

@@ -141,6 +141,20 @@ pub(super) async fn history(
 
 /// Validates config, catalog and policies; with `online`, logs in once.
 pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure> {
+    // Printed as it goes (a failure later still shows what was checked), or collected for
+    // `--json`.
+    let mut lines: Vec<String> = Vec::new();
+    let json = args.json;
+    macro_rules! say {
+        ($($t:tt)*) => {{
+            let line = format!($($t)*);
+            if json {
+                lines.push(line);
+            } else {
+                println!("{line}");
+            }
+        }};
+    }
     let (s, policies, client) = if online {
         let (s, p, c) = connect(args, true).await?;
         (s, p, Some(c))
@@ -149,9 +163,9 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
         let p = policies_offline(&s)?;
         (s, p, None)
     };
-    println!("config     {}: ok", s.file.display());
-    println!("api        {} at {}", s.api_label(), s.billmgr.url);
-    println!(
+    say!("config     {}: ok", s.file.display());
+    say!("api        {} at {}", s.api_label(), s.billmgr.url);
+    say!(
         "process    {}",
         if crate::systemd::dumpable() {
             "core dumps possible (could not make the process non-dumpable)"
@@ -160,23 +174,23 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
         }
     );
     if s.billmgr.insecure() {
-        println!(
+        say!(
             "warning    {} is plain http:// to another host: the password crosses the network in clear (billmgr.allow_insecure_http)",
             s.billmgr.url
         );
     }
-    println!("database   {}", s.database.display());
+    say!("database   {}", s.database.display());
     for old in crate::config::old_database_locations(&s) {
         if old.exists() {
-            println!(
+            say!(
                 "warning    another licrenew database exists at {} (an old default location); licrenew uses {} — move it there if it holds your journal",
                 old.display(),
                 s.database.display()
             );
         }
     }
-    println!("catalog    {} products", s.catalog.products.len());
-    println!(
+    say!("catalog    {} products", s.catalog.products.len());
+    say!(
         "schedule   {} (UTC), window {}, next cycle {}{}",
         s.schedule.cron,
         humantime::format_duration(s.schedule.window),
@@ -190,7 +204,7 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
         }
     );
     if policies.is_empty() {
-        println!(
+        say!(
             "policies   {}: none; nothing will be renewed",
             s.policies_dir.display()
         );
@@ -201,7 +215,7 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
             .period
             .map(|id| s.catalog.period_label(p.product, id))
             .unwrap_or_else(|| "-".into());
-        println!(
+        say!(
             "policy     {}: {} renew={} period={} before={}",
             p.file.display(),
             p.product_name,
@@ -211,7 +225,7 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
         );
     }
     for p in policies.ignored() {
-        println!(
+        say!(
             "ignored    {}: not a policy (only *.toml files are read)",
             p.display()
         );
@@ -225,7 +239,7 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
     }
     if let Some(client) = client {
         client.check_login().await?;
-        println!("login      {} at {}: ok", s.billmgr.username, s.billmgr.url);
+        say!("login      {} at {}: ok", s.billmgr.username, s.billmgr.url);
         // Licenses the billing renews by itself that a policy would renew too: one of the two
         // should go, or the account pays twice (licrenew skips them unless overridden).
         let listing = client.list(None).await?;
@@ -243,7 +257,7 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
             } else {
                 "skipped by licrenew while autoprolong is on"
             };
-            println!(
+            say!(
                 "warning    license {} ({}): server-side autoprolong is on and {} renews it: {what}",
                 l.elid,
                 l.licname,
@@ -252,9 +266,23 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
             tracing::warn!(elid = l.elid, licname = %l.licname, policy = %p.file.display(),
                 override_autoprolong = p.override_autoprolong, "license covered by both autoprolong and a renew policy");
         }
-        println!(
+        say!(
             "licenses   {} listed, {both} covered by both autoprolong and a renew policy",
             listing.licenses.len()
+        );
+    }
+    if args.json {
+        let items: Vec<serde_json::Value> = lines
+            .iter()
+            .map(|l| {
+                let (item, text) = l.split_once(' ').unwrap_or((l.as_str(), ""));
+                serde_json::json!({"item": item, "text": text.trim_start()})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"ok": true, "items": items}))
+                .unwrap_or_default()
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -309,3 +309,105 @@ async fn licenses_and_status_show_every_license_its_plan_and_the_problems() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_closed_pipe_ends_a_command_quietly() {
+    let env = Env::new().await;
+    env.write_policy("lite.toml", LITE);
+    for i in 0..40 {
+        env.place(5000 + i, 7, 8, env.today() + chrono::Duration::days(3), 2);
+    }
+    for cmd in ["catalog", "renew --dry-run --all", "licenses"] {
+        let script = format!(
+            "{} --config {} {cmd} 2>{} | head -1",
+            env!("CARGO_BIN_EXE_licrenew"),
+            env.config.display(),
+            env.path("err").display()
+        );
+        let out = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .await
+            .expect("sh");
+        let err = std::fs::read_to_string(env.path("err")).expect("stderr");
+
+        assert!(out.status.success(), "{cmd}");
+        assert_eq!(stdout(&out).lines().count(), 1, "{cmd}");
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{cmd}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn json_is_offered_where_a_command_prints_a_result_and_refused_where_not() {
+    let env = Env::new().await;
+
+    let check = env.run(&["check", "--json"]).await;
+    let status = env.run(&["status", "--json"]).await;
+    let run = env.run(&["run", "--json"]).await;
+
+    let parsed: serde_json::Value = serde_json::from_str(&stdout(&check)).expect("json");
+    assert_eq!(parsed["ok"], true);
+    assert!(
+        parsed["items"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|x| x["item"] == "database")),
+        "{parsed}"
+    );
+    serde_json::from_str::<serde_json::Value>(&stdout(&status)).expect("status json");
+    assert_eq!(code(&run), 2, "a usage error: {}", stderr(&run));
+}
+
+#[tokio::test]
+async fn an_override_error_names_the_variable_not_the_file() {
+    let env = Env::new().await;
+
+    let out = env
+        .run_env(&["check"], &[("LICRENEW__RENEWAL__MAX_PER_CYCLE", "lots")])
+        .await;
+
+    assert_eq!(code(&out), 78);
+    let err = stderr(&out);
+    assert!(err.contains("LICRENEW__RENEWAL__MAX_PER_CYCLE"), "{err}");
+    assert!(!err.contains("licrenew.toml"), "{err}");
+}
+
+#[tokio::test]
+async fn a_root_shell_works_as_the_database_owner_and_leaves_no_root_owned_file() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // SAFETY: geteuid only reads.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root (CI runs as root)");
+        return;
+    }
+    let env = Env::new().await;
+    env.write_policy("lite.toml", LITE);
+    place_due(&env, 3001, 1);
+    // The service's user (here `nobody`) owns the state folder, as StateDirectory= makes it.
+    let state = env.path("state");
+    std::fs::create_dir(&state).expect("state dir");
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).expect("chown");
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    env.write_config("[database]\nurl = \"state/licrenew.db\"\n");
+
+    let renew = env.run(&["renew"]).await;
+    let history = env.run(&["history"]).await;
+
+    assert_eq!(code(&renew), 0, "{}", stderr(&renew));
+    assert_eq!(code(&history), 0, "{}", stderr(&history));
+    for entry in std::fs::read_dir(&state).expect("state").flatten() {
+        let meta = entry.metadata().expect("meta");
+        assert_eq!(
+            meta.uid(),
+            65534,
+            "{} is owned by uid {}",
+            entry.path().display(),
+            meta.uid()
+        );
+    }
+    assert_eq!(env.sim.paid_calls(3001), 1);
+}
