@@ -228,7 +228,7 @@ pub async fn run_once(
     report.duration_ms = started.elapsed().as_millis() as u64;
     if mode == Mode::Renew {
         ctx.metrics
-            .cycle_finished(Utc::now(), report.outcome == "ok", started.elapsed());
+            .cycle_finished(Utc::now(), &report.outcome, started.elapsed());
     }
     ctx.store
         .end_cycle(
@@ -252,6 +252,28 @@ pub async fn run_once(
         cycle_event!(tracing::Level::INFO);
     } else {
         cycle_event!(tracing::Level::WARN);
+    }
+    // Decisions not to pay are logged at DEBUG one by one; this one line sums them up.
+    let mut reasons: std::collections::BTreeMap<&str, u32> = Default::default();
+    for e in report
+        .events
+        .iter()
+        .filter(|e| matches!(e.outcome, Outcome::Skipped | Outcome::DryRun))
+    {
+        *reasons
+            .entry(e.reason.as_deref().unwrap_or(e.outcome.as_str()))
+            .or_default() += 1;
+    }
+    if !reasons.is_empty() {
+        let summary = reasons
+            .iter()
+            .map(|(r, n)| format!("{r}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        tracing::info!(event = "decisions", cycle, skipped = reasons.values().sum::<u32>(), reasons = %summary, "decisions not to pay, by reason");
+    }
+    if ctx.settings.metrics_listen.is_some() && mode == Mode::Renew {
+        refresh_metrics(ctx).await?;
     }
     if mode == Mode::Renew {
         let alerts = crate::alerts::raise(
@@ -584,11 +606,35 @@ async fn gate(ctx: &Ctx, plan: &mut policy::Plan, mode: Mode) -> Result<MoneyRep
     Ok(report)
 }
 
+/// Refreshes the per-license series (and the outbox gauge) from the database: the operator's
+/// view of every license, with the date the plan renews it.
+pub async fn refresh_metrics(ctx: &Ctx) -> Result<(), crate::store::StoreError> {
+    let today = Utc::now().date_naive();
+    let stored = ctx.store.licenses().await?;
+    let journal = ctx.store.journal_for_planning().await?;
+    let views =
+        crate::overview::license_views(&stored, &ctx.settings, &ctx.policies, &journal, today);
+    ctx.metrics.set_licenses(&views, today);
+    let (pending, _) = ctx.store.alert_counts().await?;
+    ctx.metrics.set_alerts_pending(pending);
+    Ok(())
+}
+
 /// Logs an event and counts it; [`run_once`] remembers it on the license row at the end.
 async fn record(ctx: &Ctx, report: &mut CycleReport, ev: Event, cycle: i64) -> Result<(), Fatal> {
     crate::systemd::alive();
     ev.emit(Some(cycle));
-    ctx.metrics.observe_renewal(ev.outcome.as_str());
+    let planning = ev
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.starts_with("settling"));
+    match ev.outcome {
+        Outcome::Skipped | Outcome::DryRun => ctx
+            .metrics
+            .observe_decision(ev.reason.as_deref().unwrap_or(ev.outcome.as_str())),
+        Outcome::Unknown if planning => ctx.metrics.observe_decision("settling"),
+        o => ctx.metrics.observe_renewal(o.as_str(), &ev.product),
+    }
     let c = &mut report.counts;
     match ev.outcome {
         Outcome::Ok => c.renewed += 1,
@@ -743,10 +789,6 @@ async fn sync(
         pending = listing.pending.len(),
         "licenses synced"
     );
-    if ctx.settings.metrics_listen.is_some() {
-        ctx.metrics
-            .set_licenses(&ctx.store.licenses().await?, &ctx.settings.catalog);
-    }
     Ok(Synced {
         licenses: listing.licenses,
         unreadable: listing.bad_rows.len() as u32,
@@ -952,8 +994,7 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
     }
     let (page_tx, page_rx) = watch::channel(Arc::new((ctx.settings.clone(), ctx.policies.clone())));
     if let Some(listen) = ctx.settings.metrics_listen {
-        ctx.metrics
-            .set_licenses(&ctx.store.licenses().await?, &ctx.settings.catalog);
+        refresh_metrics(&ctx).await?;
         let interval = crate::metrics::cron_interval(&ctx.settings.schedule.cron)
             .unwrap_or(Duration::from_secs(6 * 3600));
         let page = crate::http::PageSource {

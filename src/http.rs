@@ -162,8 +162,8 @@ mod tests {
     #[tokio::test]
     async fn server_exposes_metrics_and_health_until_stopped() {
         let m = Arc::new(Metrics::created_at(at(0, 0)));
-        m.observe_renewal("ok");
-        m.cycle_finished(Utc::now(), true, Duration::from_secs(1));
+        m.observe_renewal("ok", "ISPmanager Lite");
+        m.cycle_finished(Utc::now(), "ok", Duration::from_secs(1));
         let (stop_tx, stop) = watch::channel(false);
         let (addr, task) = serve(
             "127.0.0.1:0".parse().expect("literal address"),
@@ -191,7 +191,9 @@ mod tests {
         );
         let body = scrape.text().await.expect("metrics body");
         assert!(
-            body.contains("licrenew_renewals_total{outcome=\"ok\"} 1\n"),
+            body.contains(
+                "licrenew_renewals_total{outcome=\"ok\",product=\"ISPmanager Lite\"} 1\n"
+            ),
             "{body}"
         );
 

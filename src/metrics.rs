@@ -7,10 +7,9 @@
 //! decide anything about renewals, touch the database or the API, or read the clock outside
 //! [`Metrics::new`] and the HTTP handlers (everything else takes `now`/`at` as a parameter).
 
-use crate::catalog::Catalog;
 use crate::domain::Status;
-use crate::store::StoredLicense;
-use chrono::{DateTime, NaiveTime, SubsecRound, Utc};
+use crate::overview::LicenseView;
+use chrono::{DateTime, NaiveDate, NaiveTime, SubsecRound, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -37,6 +36,29 @@ const CYCLE_BUCKETS: [f64; 11] = [
     1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
 ];
 
+/// A status for a label: the five known ones by name, anything else `unknown` (a raw value
+/// as a label would let the server grow the series count).
+fn status_label(status: &str) -> String {
+    let known = ["ordered", "active", "suspended", "deleted", "processing"];
+    let base = status.split(' ').next().unwrap_or("");
+    if known.contains(&base) {
+        base.to_owned()
+    } else {
+        "unknown".into()
+    }
+}
+
+/// A decision's reason as a bounded label: `expiry changed since listing (a → b)` →
+/// `expiry changed since listing`, `except #2: renew = false` → `renew = false`.
+fn reason_label(reason: &str) -> String {
+    let r = reason.split(" (").next().unwrap_or(reason);
+    let r = match r.split_once(": ") {
+        Some((rule, rest)) if rule == "policy" || rule.starts_with("except #") => rest,
+        _ => r,
+    };
+    r.chars().take(48).collect()
+}
+
 /// How far ahead [`cron_interval`] looks for the longest gap, and at most how many ticks.
 const CRON_HORIZON: chrono::TimeDelta = chrono::TimeDelta::days(35);
 const CRON_MAX_TICKS: usize = 10_000;
@@ -51,10 +73,37 @@ struct LicenseCountLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ExpiryLabels {
+struct ElidLabels {
+    elid: i64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InfoLabels {
     elid: i64,
     licname: String,
     product: String,
+    status: String,
+    /// `renew`, `no_renew` or `none`.
+    policy: String,
+    /// `on` or `off`.
+    autoprolong: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RenewalLabels {
+    outcome: String,
+    product: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CostLabels {
+    currency: String,
+    window: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -64,13 +113,13 @@ struct OutcomeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ApiCallLabels {
-    function: String,
+    func: String,
     result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FunctionLabels {
-    function: String,
+    func: String,
 }
 
 /// What the health rule needs beyond the series.
@@ -88,8 +137,16 @@ struct HealthState {
 pub struct Metrics {
     registry: Registry,
     licenses: Family<LicenseCountLabels, Gauge>,
-    license_expiry: Family<ExpiryLabels, TimestampGauge>,
-    renewals: Family<OutcomeLabels, Counter>,
+    license_info: Family<InfoLabels, Gauge>,
+    license_expiry: Family<ElidLabels, TimestampGauge>,
+    license_renewal: Family<ElidLabels, TimestampGauge>,
+    upcoming_cost: Family<CostLabels, TimestampGauge>,
+    renewals: Family<RenewalLabels, Counter>,
+    decisions: Family<ReasonLabels, Counter>,
+    cycles: Family<OutcomeLabels, Counter>,
+    alerts_pending: Gauge,
+    alert_failures: Counter,
+    leader: Family<Vec<(String, String)>, Gauge>,
     api_calls: Family<ApiCallLabels, Counter>,
     api_call_duration: Family<FunctionLabels, Histogram, HistogramCtor>,
     last_cycle_start: TimestampGauge,
@@ -129,18 +186,75 @@ impl Metrics {
             "Licenses in the database (not gone) by product and status, as of the last sync",
             licenses.clone(),
         );
-        let license_expiry = Family::<ExpiryLabels, TimestampGauge>::default();
+        let license_info = Family::<InfoLabels, Gauge>::default();
+        registry.register(
+            "license_info",
+            "1 per license known and not deleted, with its name, product, status, whether a policy renews it (renew, no_renew, none) and the billing's autoprolong",
+            license_info.clone(),
+        );
+        let license_expiry = Family::<ElidLabels, TimestampGauge>::default();
         registry.register_with_unit(
             "license_expiry_timestamp",
-            "End of the last day a license is valid (23:59:59 UTC of its expiredate), as of the last sync",
+            "End of the last day a license (not deleted) is valid: 23:59:59 UTC of its expiredate",
             Unit::Seconds,
             license_expiry.clone(),
         );
-        let renewals = Family::<OutcomeLabels, Counter>::default();
+        let license_renewal = Family::<ElidLabels, TimestampGauge>::default();
+        registry.register_with_unit(
+            "license_renewal_timestamp",
+            "When licrenew plans to renew a license (the start of that day, UTC); absent when nothing will",
+            Unit::Seconds,
+            license_renewal.clone(),
+        );
+        let upcoming_cost = Family::<CostLabels, TimestampGauge>::default();
+        registry.register(
+            "upcoming_renewals_cost",
+            "What the renewals planned within the window (7d, 30d) cost, by currency (those of known cost)",
+            upcoming_cost.clone(),
+        );
+        let renewals = Family::<RenewalLabels, Counter>::default();
         registry.register(
             "renewals",
-            "Renewal decisions and results by outcome (ok, error, unknown, skipped, reconciled_ok, reconciled_failed, dry_run)",
+            "Paid renewals by outcome (ok, error, unknown, reconciled_ok, reconciled_failed) and product",
             renewals.clone(),
+        );
+        let decisions = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Decisions not to pay (or not yet), by reason: not due, no policy, autoprolong, balance, …",
+            decisions.clone(),
+        );
+        let cycles = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "cycles",
+            "Cycles by outcome (ok, failed, api_failed, auth_failed, interrupted)",
+            cycles.clone(),
+        );
+        let build_info = Family::<Vec<(String, String)>, Gauge>::default();
+        build_info
+            .get_or_create(&vec![(
+                "version".to_owned(),
+                env!("CARGO_PKG_VERSION").to_owned(),
+            )])
+            .set(1);
+        registry.register("build_info", "licrenew's version", build_info);
+        let alerts_pending = Gauge::default();
+        registry.register(
+            "alerts_pending",
+            "Alerts in the outbox not delivered yet",
+            alerts_pending.clone(),
+        );
+        let alert_failures = Counter::default();
+        registry.register(
+            "alert_deliveries_failed",
+            "Alert deliveries that failed (each is retried)",
+            alert_failures.clone(),
+        );
+        let leader = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "leader",
+            "1 when this instance leads (renews), 0 when it stands by (PostgreSQL); absent with SQLite",
+            leader.clone(),
         );
         let api_calls = Family::<ApiCallLabels, Counter>::default();
         registry.register(
@@ -215,8 +329,16 @@ impl Metrics {
             registry,
             balance,
             licenses,
+            license_info,
             license_expiry,
+            license_renewal,
+            upcoming_cost,
             renewals,
+            decisions,
+            cycles,
+            alerts_pending,
+            alert_failures,
+            leader,
             api_calls,
             api_call_duration,
             last_cycle_start,
@@ -241,13 +363,13 @@ impl Metrics {
     pub fn observe_api_call(&self, func: &str, result: &str, elapsed: Duration) {
         self.api_calls
             .get_or_create(&ApiCallLabels {
-                function: func.to_owned(),
+                func: func.to_owned(),
                 result: result.to_owned(),
             })
             .inc();
         self.api_call_duration
             .get_or_create(&FunctionLabels {
-                function: func.to_owned(),
+                func: func.to_owned(),
             })
             .observe(elapsed.as_secs_f64());
     }
@@ -274,13 +396,41 @@ impl Metrics {
         self.health_state().login_ok = Some(ok);
     }
 
-    /// One renewal event with its outcome (`Outcome::as_str`).
-    pub fn observe_renewal(&self, outcome: &str) {
+    /// A paid renewal's outcome (ok, error, unknown, reconciled_ok, reconciled_failed).
+    pub fn observe_renewal(&self, outcome: &str, product: &str) {
         self.renewals
-            .get_or_create(&OutcomeLabels {
+            .get_or_create(&RenewalLabels {
                 outcome: outcome.to_owned(),
+                product: product.to_owned(),
             })
             .inc();
+    }
+
+    /// A decision not to pay, by reason (bounded to its stable part: what follows a `(` or a
+    /// rule's name is left out, so a server's text cannot grow the series count).
+    pub fn observe_decision(&self, reason: &str) {
+        self.decisions
+            .get_or_create(&ReasonLabels {
+                reason: reason_label(reason),
+            })
+            .inc();
+    }
+
+    /// Undelivered alerts in the outbox.
+    pub fn set_alerts_pending(&self, n: i64) {
+        self.alerts_pending.set(n);
+    }
+
+    /// A failed alert delivery.
+    pub fn alert_delivery_failed(&self) {
+        self.alert_failures.inc();
+    }
+
+    /// 1 leading, 0 standing by (PostgreSQL leadership).
+    pub fn set_leader(&self, leading: bool) {
+        self.leader
+            .get_or_create(&Vec::new())
+            .set(i64::from(leading));
     }
 
     /// A cycle started.
@@ -290,7 +440,13 @@ impl Metrics {
 
     /// A cycle ended; `success` means its outcome was `ok`. A successful cycle listed licenses,
     /// so the credentials worked: it also counts as an accepted login.
-    pub fn cycle_finished(&self, at: DateTime<Utc>, success: bool, duration: Duration) {
+    pub fn cycle_finished(&self, at: DateTime<Utc>, outcome: &str, duration: Duration) {
+        let success = outcome == "ok";
+        self.cycles
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
         self.last_cycle_end.set(unix_seconds(at));
         self.cycle_duration.observe(duration.as_secs_f64());
         if success {
@@ -302,35 +458,37 @@ impl Metrics {
         }
     }
 
-    /// Replaces the per-license series with the database rows (call after each sync). Rows with
-    /// `gone_since` set are left out, and series of licenses no longer in `rows` disappear.
-    pub fn set_licenses(&self, rows: &[StoredLicense], catalog: &Catalog) {
+    /// Replaces the per-license series with the operator's view of every known license
+    /// (call at start and after each cycle): deleted and gone licenses have no series, a
+    /// license nothing will renew has no renewal timestamp.
+    pub fn set_licenses(&self, views: &[LicenseView], today: NaiveDate) {
         let mut counts: std::collections::HashMap<LicenseCountLabels, i64> =
             std::collections::HashMap::new();
-        let mut expiries = Vec::with_capacity(rows.len());
-        for row in rows.iter().filter(|r| r.gone_since.is_none()) {
-            let product = catalog.product_name(row.product);
-            let status = match Status::parse(&row.status_raw) {
-                // A raw unknown value as a label would let the server grow the series count.
-                Status::Unknown(_) => "unknown".to_owned(),
-                s => s.label().to_owned(),
-            };
+        let mut cost: std::collections::HashMap<CostLabels, f64> = std::collections::HashMap::new();
+        let day_start = |d: NaiveDate| d.and_time(NaiveTime::MIN).and_utc().timestamp();
+        let live: Vec<&LicenseView> = views
+            .iter()
+            .filter(|v| v.gone_since.is_none() && !v.status.starts_with(Status::Deleted.label()))
+            .collect();
+        for v in &live {
             *counts
                 .entry(LicenseCountLabels {
-                    product: product.clone(),
-                    status,
+                    product: v.product.clone(),
+                    status: status_label(&v.status),
                 })
                 .or_default() += 1;
-            // The license is valid through its whole expiry day (UTC).
-            let end_of_day = row.expiry.and_time(NaiveTime::MIN).and_utc().timestamp() + 86_399;
-            expiries.push((
-                ExpiryLabels {
-                    elid: row.elid,
-                    licname: row.licname.clone(),
-                    product,
-                },
-                end_of_day as f64,
-            ));
+            if let (Some(on), Some(c)) = (v.renews_on, &v.cost) {
+                for (window, days) in [("7d", 7), ("30d", 30)] {
+                    if (on - today).num_days() <= days {
+                        *cost
+                            .entry(CostLabels {
+                                currency: c.currency.clone(),
+                                window: window.into(),
+                            })
+                            .or_default() += c.cents as f64 / 100.0;
+                    }
+                }
+            }
         }
         let _swap = self
             .licenses_swap
@@ -340,9 +498,34 @@ impl Metrics {
         for (labels, n) in &counts {
             self.licenses.get_or_create(labels).set(*n);
         }
+        self.license_info.clear();
         self.license_expiry.clear();
-        for (labels, at) in &expiries {
-            self.license_expiry.get_or_create(labels).set(*at);
+        self.license_renewal.clear();
+        for v in &live {
+            self.license_info
+                .get_or_create(&InfoLabels {
+                    elid: v.elid,
+                    licname: v.licname.clone(),
+                    product: v.product.clone(),
+                    status: status_label(&v.status),
+                    policy: v.policy.replace(' ', "_"),
+                    autoprolong: if v.autoprolong { "on" } else { "off" }.into(),
+                })
+                .set(1);
+            let elid = ElidLabels { elid: v.elid };
+            // The license is valid through its whole expiry day (UTC).
+            self.license_expiry
+                .get_or_create(&elid)
+                .set((day_start(v.expiry) + 86_399) as f64);
+            if let Some(on) = v.renews_on {
+                self.license_renewal
+                    .get_or_create(&elid)
+                    .set(day_start(on) as f64);
+            }
+        }
+        self.upcoming_cost.clear();
+        for (labels, amount) in &cost {
+            self.upcoming_cost.get_or_create(labels).set(*amount);
         }
     }
 
@@ -467,47 +650,39 @@ mod tests {
             .expect("valid test time")
     }
 
-    fn catalog() -> Catalog {
-        Catalog::builtin().for_api(crate::config::Api::Billmgr4)
-    }
-
-    fn price_of(catalog: &Catalog, name: &str) -> i64 {
-        catalog
-            .products
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| p.price)
-            .expect("product in the built-in catalog")
-    }
-
-    fn row(
+    #[allow(clippy::too_many_arguments)]
+    fn view(
         elid: i64,
         licname: &str,
-        product: i64,
+        product: &str,
         status: &str,
         expiry: NaiveDate,
-    ) -> StoredLicense {
-        StoredLicense {
+        policy: &'static str,
+        renews_on: Option<NaiveDate>,
+    ) -> LicenseView {
+        LicenseView {
             elid,
             licname: licname.into(),
             ip: "192.0.2.1".into(),
-            product,
+            product_id: 1,
+            product: product.into(),
+            period_id: None,
             period: None,
             expiry,
-            status: 2,
-            status_raw: status.into(),
-            first_seen: at(0, 0),
-            last_seen: at(0, 0),
+            days_left: 0,
+            status: status.into(),
+            policy,
+            autoprolong: false,
+            renews_on,
+            why_not: None,
+            cost: renews_on.map(|_| crate::domain::Money {
+                cents: 900,
+                currency: "EUR".into(),
+            }),
+            lapsed_since: None,
             gone_since: None,
             last_outcome: None,
             last_reason: None,
-            last_decided: None,
-            autoprolong: false,
-            lapsed_since: None,
-            pricelist_label: None,
-            special: None,
-            cost_cents: None,
-            cost_currency: None,
         }
     }
 
@@ -520,63 +695,138 @@ mod tests {
     }
 
     #[test]
-    fn license_gauges_count_by_product_and_status_and_carry_expiry() {
-        let cat = catalog();
-        let lite = price_of(&cat, "ISPmanager Lite");
-        let other = cat
-            .products
-            .iter()
-            .find(|p| p.price != lite)
-            .expect("a second product")
-            .clone();
-        let rows = [
-            row(11, "web-1", lite, "2", date(2026, 12, 1)),
-            row(12, "web-2", lite, "2", date(2026, 12, 5)),
-            row(13, "dns-1", other.price, "3_autosuspend", date(2027, 1, 1)),
+    fn license_series_carry_info_expiry_renewal_and_counts() {
+        let today = date(2026, 11, 28);
+        let views = [
+            view(
+                11,
+                "web-1",
+                "ISPmanager Lite",
+                "active",
+                date(2026, 12, 1),
+                "renew",
+                Some(date(2026, 11, 28)),
+            ),
+            view(
+                12,
+                "web-2",
+                "ISPmanager Lite",
+                "active",
+                date(2026, 12, 5),
+                "none",
+                None,
+            ),
+            view(
+                13,
+                "dns-1",
+                "DNSmanager",
+                "suspended",
+                date(2027, 1, 1),
+                "no renew",
+                None,
+            ),
         ];
         let m = Metrics::new();
 
-        m.set_licenses(&rows, &cat);
+        m.set_licenses(&views, today);
         let text = m.render();
 
+        for expected in [
+            "licrenew_licenses{product=\"ISPmanager Lite\",status=\"active\"} 2\n",
+            "licrenew_licenses{product=\"DNSmanager\",status=\"suspended\"} 1\n",
+            // valid through 2026-12-01T23:59:59Z
+            "licrenew_license_expiry_timestamp_seconds{elid=\"11\"} 1796169599.0\n",
+            // renewed at the start of 2026-11-28 UTC
+            "licrenew_license_renewal_timestamp_seconds{elid=\"11\"} 1795824000.0\n",
+            "licrenew_license_info{elid=\"11\",licname=\"web-1\",product=\"ISPmanager Lite\",status=\"active\",policy=\"renew\",autoprolong=\"off\"} 1\n",
+            "licrenew_license_info{elid=\"12\",licname=\"web-2\",product=\"ISPmanager Lite\",status=\"active\",policy=\"none\",autoprolong=\"off\"} 1\n",
+            "licrenew_license_info{elid=\"13\",licname=\"dns-1\",product=\"DNSmanager\",status=\"suspended\",policy=\"no_renew\",autoprolong=\"off\"} 1\n",
+            "licrenew_upcoming_renewals_cost{currency=\"EUR\",window=\"7d\"} 9.0\n",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
         assert!(
-            text.contains("licrenew_licenses{product=\"ISPmanager Lite\",status=\"active\"} 2\n"),
+            !text.contains("licrenew_license_renewal_timestamp_seconds{elid=\"12\"}"),
             "{text}"
         );
         assert!(
-            text.contains(&format!(
-                "licrenew_licenses{{product=\"{}\",status=\"suspended\"}} 1\n",
-                other.name
-            )),
-            "{text}"
-        );
-        // 2026-12-01T23:59:59Z
-        assert!(
-            text.contains("licrenew_license_expiry_timestamp_seconds{elid=\"11\",licname=\"web-1\",product=\"ISPmanager Lite\"} 1796169599.0\n"),
+            !text.contains("licrenew_license_renewal_timestamp_seconds{elid=\"13\"}"),
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
     }
 
     #[test]
-    fn a_vanished_or_gone_license_loses_its_series() {
-        let cat = catalog();
-        let lite = price_of(&cat, "ISPmanager Lite");
+    fn a_deleted_or_gone_license_loses_its_series() {
+        let today = date(2026, 11, 28);
         let m = Metrics::new();
         m.set_licenses(
             &[
-                row(11, "web-1", lite, "2", date(2026, 12, 1)),
-                row(12, "web-2", lite, "2", date(2026, 12, 5)),
-                row(13, "web-3", lite, "1", date(2026, 12, 9)),
+                view(
+                    11,
+                    "web-1",
+                    "ISPmanager Lite",
+                    "active",
+                    date(2026, 12, 1),
+                    "renew",
+                    None,
+                ),
+                view(
+                    12,
+                    "web-2",
+                    "ISPmanager Lite",
+                    "active",
+                    date(2026, 12, 5),
+                    "renew",
+                    None,
+                ),
+                view(
+                    13,
+                    "web-3",
+                    "ISPmanager Lite",
+                    "ordered",
+                    date(2026, 12, 9),
+                    "renew",
+                    None,
+                ),
             ],
-            &cat,
+            today,
         );
-        let mut gone = row(13, "web-3", lite, "1", date(2026, 12, 9));
+        let mut gone = view(
+            13,
+            "web-3",
+            "ISPmanager Lite",
+            "ordered",
+            date(2026, 12, 9),
+            "renew",
+            None,
+        );
         gone.gone_since = Some(at(1, 0));
+        let deleted = view(
+            12,
+            "web-2",
+            "ISPmanager Lite",
+            "deleted",
+            date(2026, 12, 5),
+            "renew",
+            None,
+        );
 
         m.set_licenses(
-            &[row(11, "web-1", lite, "2", date(2026, 12, 1)), gone],
-            &cat,
+            &[
+                view(
+                    11,
+                    "web-1",
+                    "ISPmanager Lite",
+                    "active",
+                    date(2026, 12, 1),
+                    "renew",
+                    None,
+                ),
+                deleted,
+                gone,
+            ],
+            today,
         );
         let text = m.render();
 
@@ -591,17 +841,36 @@ mod tests {
     }
 
     #[test]
-    fn unknown_statuses_and_products_get_bounded_labels() {
+    fn unknown_statuses_get_a_bounded_label_and_reasons_lose_their_details() {
         let m = Metrics::new();
 
         m.set_licenses(
-            &[row(1, "x", 999_999, "9_weird", date(2026, 1, 1))],
-            &catalog(),
+            &[view(
+                1,
+                "x",
+                "999999",
+                "9_weird",
+                date(2026, 1, 1),
+                "none",
+                None,
+            )],
+            date(2026, 1, 1),
         );
+        m.observe_decision("expiry changed since listing (2026-12-01 → 2027-01-01)");
+        m.observe_decision("except #2: renew = false");
+        let text = m.render();
 
         assert!(
-            m.render()
-                .contains("licrenew_licenses{product=\"999999\",status=\"unknown\"} 1\n")
+            text.contains("licrenew_licenses{product=\"999999\",status=\"unknown\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("licrenew_decisions_total{reason=\"expiry changed since listing\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("licrenew_decisions_total{reason=\"renew = false\"} 1\n"),
+            "{text}"
         );
     }
 
@@ -612,20 +881,20 @@ mod tests {
         m.observe_api_call("software.period", "ok", Duration::from_millis(120));
         m.observe_api_call("software.period", "ok", Duration::from_millis(80));
         m.observe_api_call("software", "timeout", Duration::from_secs(30));
-        m.observe_renewal("ok");
-        m.observe_renewal("ok");
-        m.observe_renewal("unknown");
+        m.observe_renewal("ok", "ISPmanager Lite");
+        m.observe_renewal("ok", "ISPmanager Lite");
+        m.observe_renewal("unknown", "DNSmanager");
         let text = m.render();
 
         for expected in [
-            "licrenew_api_calls_total{function=\"software.period\",result=\"ok\"} 2\n",
-            "licrenew_api_calls_total{function=\"software\",result=\"timeout\"} 1\n",
-            "licrenew_api_call_duration_seconds_count{function=\"software.period\"} 2\n",
-            "licrenew_api_call_duration_seconds_sum{function=\"software.period\"} 0.2\n",
-            "licrenew_api_call_duration_seconds_bucket{le=\"0.1\",function=\"software.period\"} 1\n",
-            "licrenew_api_call_duration_seconds_bucket{le=\"60.0\",function=\"software\"} 1\n",
-            "licrenew_renewals_total{outcome=\"ok\"} 2\n",
-            "licrenew_renewals_total{outcome=\"unknown\"} 1\n",
+            "licrenew_api_calls_total{func=\"software.period\",result=\"ok\"} 2\n",
+            "licrenew_api_calls_total{func=\"software\",result=\"timeout\"} 1\n",
+            "licrenew_api_call_duration_seconds_count{func=\"software.period\"} 2\n",
+            "licrenew_api_call_duration_seconds_sum{func=\"software.period\"} 0.2\n",
+            "licrenew_api_call_duration_seconds_bucket{le=\"0.1\",func=\"software.period\"} 1\n",
+            "licrenew_api_call_duration_seconds_bucket{le=\"60.0\",func=\"software\"} 1\n",
+            "licrenew_renewals_total{outcome=\"ok\",product=\"ISPmanager Lite\"} 2\n",
+            "licrenew_renewals_total{outcome=\"unknown\",product=\"DNSmanager\"} 1\n",
             "# TYPE licrenew_api_calls counter\n",
             "# UNIT licrenew_api_call_duration_seconds seconds\n",
         ] {
@@ -638,9 +907,9 @@ mod tests {
         let m = Metrics::new();
 
         m.cycle_started(at(10, 0));
-        m.cycle_finished(at(10, 1), true, Duration::from_secs(60));
+        m.cycle_finished(at(10, 1), "ok", Duration::from_secs(60));
         m.cycle_started(at(16, 0));
-        m.cycle_finished(at(16, 2), false, Duration::from_secs(120));
+        m.cycle_finished(at(16, 2), "failed", Duration::from_secs(120));
         let text = m.render();
 
         let ts = |t: DateTime<Utc>| format!("{}.0\n", t.timestamp());
@@ -709,8 +978,8 @@ mod tests {
     fn health_fails_two_intervals_after_the_last_success_and_recovers_on_the_next() {
         let m = Metrics::created_at(at(0, 0));
         let hour = Duration::from_secs(3600);
-        m.cycle_finished(at(1, 0), true, Duration::from_secs(5));
-        m.cycle_finished(at(2, 0), false, Duration::from_secs(5));
+        m.cycle_finished(at(1, 0), "ok", Duration::from_secs(5));
+        m.cycle_finished(at(2, 0), "failed", Duration::from_secs(5));
 
         assert_eq!(m.health(at(2, 59), hour), Ok(()));
         assert_eq!(
@@ -718,7 +987,7 @@ mod tests {
             Err("no successful cycle for 3h 2m (limit 2h)".into())
         );
 
-        m.cycle_finished(at(4, 5), true, Duration::from_secs(5));
+        m.cycle_finished(at(4, 5), "ok", Duration::from_secs(5));
         assert_eq!(m.health(at(4, 6), hour), Ok(()));
     }
 
@@ -730,7 +999,7 @@ mod tests {
         m.observe_login(false);
         assert_eq!(m.health(at(0, 5), hour), Err("last login refused".into()));
 
-        m.cycle_finished(at(0, 10), true, Duration::from_secs(5));
+        m.cycle_finished(at(0, 10), "ok", Duration::from_secs(5));
         assert_eq!(m.health(at(0, 11), hour), Ok(()));
         assert!(m.render().contains("licrenew_login_ok 1\n"));
     }

@@ -236,8 +236,16 @@ async fn metrics_match_the_database_after_a_cycle_and_healthz_turns_503_when_cyc
     let env = Env::new().await;
     env.place(3001, 7, 8, env.today() + days(2), 2);
     env.place(3002, 7, 8, env.today() + days(20), 2);
-    env.place(3003, 11, 16, env.today() + days(3), 3);
-    env.write_policy("lite.toml", LITE);
+    // Not covered (no policy for ISPmanager Pro), expires in 2 days.
+    env.place(3003, 11, 16, env.today() + days(2), 3);
+    // Covered, expires in 2 days, renewed 1 day before: planned for tomorrow.
+    env.place(3004, 7, 8, env.today() + days(2), 2);
+    // Deleted: no series at all.
+    env.place(3005, 7, 8, env.today() + days(2), 4);
+    env.write_policy(
+        "lite.toml",
+        &format!("{LITE}[[except]]\nelid = 3004\nrenew = true\nbefore = \"1d\"\n"),
+    );
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -339,11 +347,53 @@ async fn metrics_match_the_database_after_a_cycle_and_healthz_turns_503_when_cyc
         "{expiry} vs {end_of_day}"
     );
     assert!(
-        value("licrenew_renewals_total{outcome=\"ok\"}").is_some_and(|v| v >= 1.0),
+        value("licrenew_renewals_total{outcome=\"ok\",product=\"ISPmanager Lite\"}")
+            .is_some_and(|v| v >= 1.0),
         "{text}"
     );
     assert!(
-        text.contains("licrenew_api_calls_total{function=\"software.period\",result=\"ok\"}"),
+        !text.contains("outcome=\"skipped\""),
+        "decisions are not renewals: {text}"
+    );
+    assert!(text.contains("licrenew_decisions_total{reason="), "{text}");
+    assert!(
+        text.contains("licrenew_api_calls_total{func=\"software.period\",result=\"ok\"}"),
+        "{text}"
+    );
+    // The intent of LicenseExpiringNotRenewed: expiring within 3 days, not deleted, not
+    // deliberately left, and no renewal timestamp.
+    let now = chrono::Utc::now().timestamp() as f64;
+    let series = |name: &str, elid: i64| value(&format!("{name}{{elid=\"{elid}\"}}"));
+    let info = |elid: i64| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("licrenew_license_info{{elid=\"{elid}\",")))
+            .map(str::to_owned)
+    };
+    let fires = |elid: i64| {
+        let expiring = series("licrenew_license_expiry_timestamp_seconds", elid)
+            .is_some_and(|e| e < now + 3.0 * 86400.0);
+        let kept = info(elid).is_some_and(|l| !l.contains("policy=\"no_renew\""));
+        expiring && kept && series("licrenew_license_renewal_timestamp_seconds", elid).is_none()
+    };
+    let renewal_3004 = series("licrenew_license_renewal_timestamp_seconds", 3004)
+        .expect("a covered license due in 2 days has a renewal timestamp");
+    assert!(renewal_3004 <= now + 2.0 * 86400.0, "{renewal_3004}");
+    assert!(!fires(3004));
+    assert!(
+        series("licrenew_license_renewal_timestamp_seconds", 3003).is_none(),
+        "nothing covers 3003: {text}"
+    );
+    assert!(
+        info(3003).is_some_and(|l| l.contains("policy=\"none\"")),
+        "{text}"
+    );
+    assert!(fires(3003), "LicenseExpiringNotRenewed fires for 3003");
+    assert!(
+        !text.contains("elid=\"3005\""),
+        "a deleted license has no series: {text}"
+    );
+    assert!(
+        series("licrenew_license_renewal_timestamp_seconds", 3002).is_some(),
         "{text}"
     );
     assert!(
