@@ -1,14 +1,17 @@
 //! The one integration test binary: the client against a mock HTTP server, and the real
 //! `licrenew` binary against the simulator on loopback with real SQLite files.
 
+mod alerts;
 mod badinput;
 mod bounds;
 mod cli;
 mod client;
+mod contrib;
 mod crash;
 mod daemon;
 mod faults;
 mod fixtures;
+mod journald;
 mod ledger;
 mod money_edges;
 mod operator;
