@@ -107,11 +107,14 @@ struct RawMetrics {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAlerts {
-    /// URL receiving a JSON POST per alert. Default: none.
+    /// URL receiving a JSON POST per delivery. Default: none.
     webhook: Option<String>,
-    /// Program run per alert with the JSON on stdin. Default: none.
-    command: Option<PathBuf>,
-    /// Alert when a license covered by a renew policy expires within this and is not renewed.
+    /// File of `Name: value` lines sent as webhook headers (e.g. `Authorization`).
+    webhook_headers_file: Option<PathBuf>,
+    /// Program (and arguments, split like a shell, run without one) given each delivery as
+    /// JSON on stdin. Default: none.
+    command: Option<String>,
+    /// Alert when a license expires within this and nothing renewed it (or nothing will).
     #[serde(default = "default_alert_before", with = "humantime_serde")]
     alert_before: Duration,
     /// Time allowed for one delivery.
@@ -120,16 +123,57 @@ struct RawAlerts {
     /// First retry delay after a failed delivery; doubles up to 1h.
     #[serde(default = "default_alert_retry", with = "humantime_serde")]
     retry: Duration,
+    /// One document per cycle holding all its alerts (default), or one delivery per alert.
+    #[serde(default = "yes")]
+    digest: bool,
+    /// `error` (default): problems and their resolution; `renewed`: also each renewal;
+    /// `all`: also a summary of every cycle.
+    #[serde(default = "default_notify")]
+    notify: String,
+    /// The `host` field of alerts. Default: this machine's host name.
+    host: Option<String>,
+    email: Option<RawEmail>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmail {
+    /// SMTP server host name.
+    server: String,
+    /// Default: 587 with STARTTLS, 465 with TLS, 25 without.
+    port: Option<u16>,
+    /// `starttls` (default), `tls` (implicit TLS) or `none` (loopback only).
+    #[serde(default = "default_smtp_tls")]
+    tls: String,
+    from: String,
+    to: Vec<String>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_notify() -> String {
+    "error".into()
+}
+fn default_smtp_tls() -> String {
+    "starttls".into()
 }
 
 impl Default for RawAlerts {
     fn default() -> Self {
         RawAlerts {
             webhook: None,
+            webhook_headers_file: None,
             command: None,
             alert_before: default_alert_before(),
             timeout: default_alert_timeout(),
             retry: default_alert_retry(),
+            digest: true,
+            notify: default_notify(),
+            host: None,
+            email: None,
         }
     }
 }
@@ -448,14 +492,68 @@ pub struct RenewalSettings {
     pub max_spend_per_day_cents: Option<i64>,
 }
 
-/// Where alerts go. Both may be set; with neither, alerts are only logged.
+/// Where alerts go and which. Any of webhook, command and email may be set; with none,
+/// alerts are only logged.
 #[derive(Clone, Debug)]
 pub struct AlertSettings {
     pub webhook: Option<url::Url>,
-    pub command: Option<PathBuf>,
+    /// Extra webhook headers (values are secrets: an `Authorization` token).
+    pub webhook_headers: Vec<(String, SecretString)>,
+    /// Program and its arguments.
+    pub command: Option<Vec<String>>,
+    pub email: Option<EmailSettings>,
     pub alert_before: Duration,
     pub timeout: Duration,
     pub retry: Duration,
+    pub digest: bool,
+    pub notify: NotifyLevel,
+    pub host: String,
+}
+
+impl AlertSettings {
+    /// The configured destinations (`webhook`, `command`, `email`).
+    pub fn sinks(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.webhook.is_some() {
+            out.push("webhook");
+        }
+        if self.command.is_some() {
+            out.push("command");
+        }
+        if self.email.is_some() {
+            out.push("email");
+        }
+        out
+    }
+}
+
+/// Which alerts are delivered (`[alerts] notify`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NotifyLevel {
+    /// Problems (critical, warning) and their resolution.
+    Error,
+    /// Also each successful renewal.
+    Renewed,
+    /// Also a summary of every cycle.
+    All,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmtpTls {
+    StartTls,
+    Tls,
+    None,
+}
+
+#[derive(Clone, Debug)]
+pub struct EmailSettings {
+    pub server: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub from: String,
+    pub to: Vec<String>,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
 }
 
 #[derive(Clone, Debug)]
@@ -811,7 +909,8 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
             )
         })?),
     };
-    let webhook = match raw.alerts.webhook {
+    let a = raw.alerts;
+    let webhook = match a.webhook {
         None => None,
         Some(u) => {
             let url = url::Url::parse(&u)
@@ -825,6 +924,46 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
             Some(url)
         }
     };
+    let webhook_headers = match &a.webhook_headers_file {
+        None => Vec::new(),
+        Some(p) => read_headers_file(file, &resolve(&expand_credentials(p)))?,
+    };
+    let command = match a.command.as_deref().map(str::trim) {
+        None => None,
+        Some("") => return Err(err("alerts.command", "is empty".into())),
+        Some(c) => {
+            let mut words = shlex::split(c).ok_or_else(|| {
+                err(
+                    "alerts.command",
+                    "unbalanced quotes (it is split like a shell command line)".into(),
+                )
+            })?;
+            if words.is_empty() {
+                return Err(err("alerts.command", "is empty".into()));
+            }
+            words[0] = resolve_program(&base, &words[0]);
+            Some(words)
+        }
+    };
+    let notify = match a.notify.as_str() {
+        "error" => NotifyLevel::Error,
+        "renewed" => NotifyLevel::Renewed,
+        "all" => NotifyLevel::All,
+        other => {
+            return Err(err(
+                "alerts.notify",
+                format!("{other:?} is not one of \"error\", \"renewed\", \"all\""),
+            ));
+        }
+    };
+    let email = match a.email {
+        None => None,
+        Some(e) => Some(validate_email(file, &resolve, e)?),
+    };
+    let host = a
+        .host
+        .filter(|h| !h.trim().is_empty())
+        .unwrap_or_else(hostname);
     Ok(Settings {
         file: file.to_owned(),
         billmgr: BillmgrSettings {
@@ -867,10 +1006,15 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
         metrics_listen,
         alerts: AlertSettings {
             webhook,
-            command: raw.alerts.command.map(|c| resolve(&c)),
-            alert_before: raw.alerts.alert_before,
-            timeout: raw.alerts.timeout,
-            retry: raw.alerts.retry.max(Duration::from_millis(10)),
+            webhook_headers,
+            command,
+            email,
+            alert_before: a.alert_before,
+            timeout: a.timeout,
+            retry: a.retry.max(Duration::from_millis(10)),
+            digest: a.digest,
+            notify,
+            host,
         },
     })
 }
@@ -911,18 +1055,17 @@ pub const MAX_PASSWORD_BYTES: u64 = 4096;
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 fn read_password_file(file: &Path, path: &Path) -> Result<SecretString, ConfigError> {
-    let bytes = crate::files::read_regular_file(path, MAX_PASSWORD_BYTES).map_err(|e| {
-        ConfigError::new(
-            file,
-            Some("billmgr.password_file"),
-            format!("{}: {e}", path.display()),
-        )
-    })?;
+    read_secret_file(file, "billmgr.password_file", path)
+}
+
+fn read_secret_file(file: &Path, key: &str, path: &Path) -> Result<SecretString, ConfigError> {
+    let bytes = crate::files::read_regular_file(path, MAX_PASSWORD_BYTES)
+        .map_err(|e| ConfigError::new(file, Some(key), format!("{}: {e}", path.display())))?;
     // Never echo the bytes: the message says what is wrong, not what is there.
     let text = String::from_utf8(bytes).map_err(|_| {
         ConfigError::new(
             file,
-            Some("billmgr.password_file"),
+            Some(key),
             format!("{}: not UTF-8 text", path.display()),
         )
     })?;
@@ -930,11 +1073,149 @@ fn read_password_file(file: &Path, path: &Path) -> Result<SecretString, ConfigEr
     if pw.is_empty() {
         return Err(ConfigError::new(
             file,
-            Some("billmgr.password_file"),
+            Some(key),
             format!("{} is empty", path.display()),
         ));
     }
     Ok(SecretString::from(pw.to_owned()))
+}
+
+/// `Name: value` lines (blank lines and `#` comments skipped); the values are never echoed.
+fn read_headers_file(file: &Path, path: &Path) -> Result<Vec<(String, SecretString)>, ConfigError> {
+    let key = "alerts.webhook_headers_file";
+    let text = read_secret_file(file, key, path)?;
+    let mut out = Vec::new();
+    for (n, line) in secrecy::ExposeSecret::expose_secret(&text)
+        .lines()
+        .enumerate()
+    {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |why: &str| {
+            ConfigError::new(
+                file,
+                Some(key),
+                format!("{} line {}: {why}", path.display(), n + 1),
+            )
+        };
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| bad("not a `Name: value` header"))?;
+        let name = name.trim();
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(bad("not a valid header name"));
+        }
+        if reqwest::header::HeaderValue::from_str(value.trim()).is_err() {
+            return Err(bad("the value has characters a header cannot carry"));
+        }
+        out.push((name.to_owned(), SecretString::from(value.trim().to_owned())));
+    }
+    Ok(out)
+}
+
+/// The alert command's program: a relative name found beside the config is taken from there,
+/// one with a slash is relative to the config's directory, a bare name is searched in `PATH`
+/// (left bare when not found, for `check` to report).
+fn resolve_program(base: &Path, word: &str) -> String {
+    let p = Path::new(word);
+    if p.is_absolute() {
+        return word.to_owned();
+    }
+    let beside = base.join(p);
+    if word.contains('/') || beside.is_file() {
+        return beside.to_string_lossy().into_owned();
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(p))
+        .find(|c| c.is_file())
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_else(|| word.to_owned())
+}
+
+/// This machine's host name (`/proc/sys/kernel/hostname`), else `localhost`.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn validate_email(
+    file: &Path,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    e: RawEmail,
+) -> Result<EmailSettings, ConfigError> {
+    let err = |key: &str, msg: String| ConfigError::new(file, Some(key), msg);
+    if e.server.trim().is_empty() {
+        return Err(err("alerts.email.server", "is empty".into()));
+    }
+    let tls = match e.tls.as_str() {
+        "starttls" => SmtpTls::StartTls,
+        "tls" => SmtpTls::Tls,
+        "none" => SmtpTls::None,
+        other => {
+            return Err(err(
+                "alerts.email.tls",
+                format!("{other:?} is not one of \"starttls\", \"tls\", \"none\""),
+            ));
+        }
+    };
+    let loopback = e.server == "localhost"
+        || e.server
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if tls == SmtpTls::None && !loopback {
+        return Err(err(
+            "alerts.email.tls",
+            "\"none\" sends mail (and any SMTP password) in clear: only for a server on loopback"
+                .into(),
+        ));
+    }
+    let mailbox = |key: &str, v: &str| {
+        v.parse::<lettre::message::Mailbox>()
+            .map(|_| v.to_owned())
+            .map_err(|x| err(key, format!("{v:?} is not a mail address: {x}")))
+    };
+    let from = mailbox("alerts.email.from", &e.from)?;
+    if e.to.is_empty() {
+        return Err(err("alerts.email.to", "names no recipient".into()));
+    }
+    let to =
+        e.to.iter()
+            .map(|t| mailbox("alerts.email.to", t))
+            .collect::<Result<Vec<_>, _>>()?;
+    let password = match &e.password_file {
+        None => None,
+        Some(p) => Some(read_secret_file(
+            file,
+            "alerts.email.password_file",
+            &resolve(&expand_credentials(p)),
+        )?),
+    };
+    if password.is_some() != e.username.is_some() {
+        return Err(err(
+            "alerts.email.username",
+            "set both username and password_file, or neither".into(),
+        ));
+    }
+    Ok(EmailSettings {
+        server: e.server,
+        port: e.port.unwrap_or(match tls {
+            SmtpTls::StartTls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::None => 25,
+        }),
+        tls,
+        from,
+        to,
+        username: e.username,
+        password,
+    })
 }
 
 #[cfg(test)]

@@ -276,16 +276,18 @@ pub async fn run_once(
         refresh_metrics(ctx).await?;
     }
     if mode == Mode::Renew {
-        let alerts = crate::alerts::raise(
-            &report,
-            &listed,
-            &ctx.policies,
-            &ctx.settings.catalog,
-            Utc::now().date_naive(),
-            ctx.settings.alerts.alert_before,
-        );
-        if crate::alerts::enqueue(&ctx.store, &ctx.settings.alerts, &alerts, Utc::now()).await? > 0
-        {
+        let open = ctx.store.open_problems().await?;
+        let mut alerts = crate::alerts::raise(&crate::alerts::CycleFacts {
+            report: &report,
+            listed: &listed,
+            policies: &ctx.policies,
+            catalog: &ctx.settings.catalog,
+            today: Utc::now().date_naive(),
+            alert_before: ctx.settings.alerts.alert_before,
+            open: &open,
+        });
+        alerts.push(crate::alerts::cycle_summary(&report));
+        if crate::alerts::queue(&ctx.store, &ctx.settings.alerts, alerts, Utc::now()).await? > 0 {
             ctx.alert_wake.notify_one();
         }
     }
@@ -909,23 +911,33 @@ async fn record_reload(ctx: &Ctx, refused: Option<String>) -> anyhow::Result<()>
         .set_meta("reload", &serde_json::to_string(&outcome)?, now)
         .await?;
     ctx.metrics.reload_finished(outcome.ok, now);
-    if let Some(why) = refused {
-        let alert = crate::alerts::Alert {
-            key: format!("config_reload_failed:{seq}"),
-            event: "config_reload_failed".into(),
-            elid: None,
-            licname: None,
-            product: None,
-            outcome: None,
-            error: Some(why),
-            expiry: None,
-            cycle: None,
-            message: "a reload of config and policies was refused: the running ones are kept"
-                .into(),
-        };
-        if crate::alerts::enqueue(&ctx.store, &ctx.settings.alerts, &[alert], now).await? > 0 {
-            ctx.alert_wake.notify_one();
+    let alert = match refused {
+        Some(why) => {
+            let mut a = crate::alerts::Alert::new(
+                "config_reload_failed",
+                crate::alerts::Severity::Warning,
+                format!("config_reload_failed:{seq}"),
+                "reload refused",
+                "a reload of config and policies was refused: the running ones are kept".into(),
+            );
+            a.subject = Some("reload".into());
+            a.error = Some(why);
+            a
         }
+        None => {
+            let mut a = crate::alerts::Alert::new(
+                "resolved",
+                crate::alerts::Severity::Info,
+                format!("resolved:reload:{seq}"),
+                "reload taken",
+                "resolved: config and policies reloaded".into(),
+            );
+            a.subject = Some("reload".into());
+            a
+        }
+    };
+    if crate::alerts::queue(&ctx.store, &ctx.settings.alerts, vec![alert], now).await? > 0 {
+        ctx.alert_wake.notify_one();
     }
     Ok(())
 }
@@ -1013,6 +1025,7 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
     let delivery = tokio::spawn(crate::alerts::deliver_forever(
         ctx.store.clone(),
         ctx.settings.alerts.clone(),
+        ctx.metrics.clone(),
         ctx.alert_wake.clone(),
         stop.clone(),
     ));

@@ -907,13 +907,26 @@ impl Store {
     }
 }
 
-/// One alert waiting in (or delivered from) the outbox.
+/// A problem alerted and not resolved yet: the ids raised for its subject, the latest kind and
+/// document.
+#[derive(Clone, Debug, Default)]
+pub struct OpenProblem {
+    pub ids: Vec<String>,
+    pub kind: String,
+    pub alert: Option<crate::alerts::Alert>,
+}
+
+/// One delivery waiting in (or delivered from) the outbox.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct AlertRow {
     pub id: i64,
     pub key: String,
     pub sink: String,
+    /// The kind delivered: `digest` or an alert kind.
     pub event: String,
+    pub severity: String,
+    /// The id of the digest or alert delivered.
+    pub alert_id: String,
     pub payload: String,
     pub created_at: DateTime<Utc>,
     pub attempts: i64,
@@ -922,31 +935,103 @@ pub struct AlertRow {
     pub last_error: Option<String>,
 }
 
-const ALERT_COLS: &str = "id, key, sink, event, payload, created_at, attempts, next_attempt_at, delivered_at, last_error";
+const ALERT_COLS: &str = "id, key, sink, event, severity, alert_id, payload, created_at, attempts, next_attempt_at, delivered_at, last_error";
 
 impl Store {
-    /// Puts an alert in the outbox unless one with the same key is there already.
+    /// Puts a delivery in the outbox unless one with the same key is there already.
     /// Returns whether it was new.
+    #[allow(clippy::too_many_arguments)]
     pub async fn enqueue_alert(
         &self,
         key: &str,
         sink: &str,
-        event: &str,
+        kind: &str,
+        severity: &str,
+        alert_id: &str,
         payload: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let r = sqlx::query(
-            "INSERT INTO alerts (key, sink, event, payload, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
+            "INSERT INTO alerts (key, sink, event, severity, alert_id, payload, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
         )
         .bind(key)
         .bind(sink)
-        .bind(event)
+        .bind(kind)
+        .bind(severity)
+        .bind(alert_id)
         .bind(payload)
         .bind(now)
         .bind(now)
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
+    }
+
+    /// Remembers an alert by its id; with a subject it is an open problem until resolved.
+    /// Returns whether the id was new.
+    pub async fn record_alert(
+        &self,
+        id: &str,
+        kind: &str,
+        subject: Option<&str>,
+        payload: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO alert_log (id, kind, subject, payload, raised_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(kind)
+        .bind(subject)
+        .bind(payload)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Closes the open problems of `subject`; the ids of the alerts it closed.
+    pub async fn resolve_problem(
+        &self,
+        subject: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE alert_log SET resolved_at = ? WHERE subject = ? AND resolved_at IS NULL RETURNING id",
+        )
+        .bind(now)
+        .bind(subject)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut ids = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The problems alerted and not resolved, by subject.
+    pub async fn open_problems(
+        &self,
+    ) -> Result<std::collections::HashMap<String, OpenProblem>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, kind, subject, payload FROM alert_log
+             WHERE subject IS NOT NULL AND resolved_at IS NULL ORDER BY raised_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: std::collections::HashMap<String, OpenProblem> =
+            std::collections::HashMap::new();
+        for r in rows {
+            let subject: String = r.try_get("subject")?;
+            let p = out.entry(subject).or_default();
+            p.ids.push(r.try_get("id")?);
+            p.kind = r.try_get("kind")?;
+            let payload: String = r.try_get("payload")?;
+            p.alert = serde_json::from_str(&payload).ok();
+        }
+        Ok(out)
     }
 
     /// Undelivered alerts whose next attempt is due, oldest first.

@@ -40,7 +40,7 @@ const FAST: &[(&str, &str)] = &[
 fn alerts_of(out: &std::process::Output, kind: &str) -> Vec<serde_json::Value> {
     events(out, "alert")
         .into_iter()
-        .filter(|a| a["alert"] == kind)
+        .filter(|a| a["kind"] == kind)
         .collect()
 }
 

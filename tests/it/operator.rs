@@ -156,7 +156,7 @@ async fn a_balance_that_covers_one_renewal_pays_the_earliest_and_alerts_the_shor
     }
     let alerts: Vec<_> = crate::ledger::events(&out, "alert")
         .into_iter()
-        .filter(|a| a["alert"] == "insufficient_balance")
+        .filter(|a| a["kind"] == "insufficient_balance")
         .collect();
     assert_eq!(alerts.len(), 1, "{}", stderr(&out));
     assert!(
@@ -187,7 +187,7 @@ async fn the_spend_cap_counts_the_last_day_and_skips_what_would_pass_it() {
     assert_eq!(ev["reason"], "spend cap", "{ev}");
     let alerts: Vec<_> = crate::ledger::events(&out, "alert")
         .into_iter()
-        .filter(|a| a["alert"] == "spend_cap")
+        .filter(|a| a["kind"] == "spend_cap")
         .collect();
     assert_eq!(alerts.len(), 1, "{}", stderr(&out));
     let rows: serde_json::Value = serde_json::from_str(&stdout(&history)).expect("json");

@@ -133,27 +133,35 @@ async fn every_alert_is_delivered_exactly_once_across_a_receiver_outage() {
     drop(listener);
     let hook_log = env.path("hook.log");
     let hook = env.path("hook.sh");
+    let args_log = env.path("args.log");
     std::fs::write(
         &hook,
         format!(
-            "#!/bin/sh\ncat >> {}\necho >> {}\n",
+            "#!/bin/sh\nprintf '%s|%s|%s|%s|%s\\n' \"$1\" \"$2\" \"$LICRENEW_ALERT_KIND\" \"$LICRENEW_ALERT_SEVERITY\" \"$LICRENEW_ALERT_ID\" >> {}\ncat >> {}\necho >> {}\necho 'hook says hi' >&2\n",
+            args_log.display(),
             hook_log.display(),
             hook_log.display()
         ),
     )
     .expect("hook");
+    std::fs::write(
+        env.path("webhook.headers"),
+        "# sent with every webhook delivery\nAuthorization: Bearer hook-token-1\n",
+    )
+    .expect("headers");
     std::process::Command::new("chmod")
         .arg("+x")
         .arg(&hook)
         .status()
         .expect("chmod");
     env.write_config(&format!(
-        "[schedule]\ncron = \"* * * * * *\"\njitter = \"0s\"\n[alerts]\nwebhook = \"http://{addr}/hook\"\ncommand = \"hook.sh\"\nretry = \"200ms\"\ntimeout = \"2s\"\n"
+        "[schedule]\ncron = \"* * * * * *\"\njitter = \"0s\"\n[alerts]\nwebhook = \"http://{addr}/hook\"\ncommand = \"hook.sh --team 'on call'\"\nwebhook_headers_file = \"webhook.headers\"\nretry = \"200ms\"\ntimeout = \"2s\"\n"
     ));
+    let log = std::fs::File::create(env.path("service.log")).expect("log file");
     let child = env
         .command(&["run"], &[])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spawn");
     let pid = child.id().expect("pid");
@@ -171,7 +179,7 @@ async fn every_alert_is_delivered_exactly_once_across_a_receiver_outage() {
         .await;
     let got = || async { receiver.received_requests().await.unwrap_or_default().len() };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while got().await < 2 && tokio::time::Instant::now() < deadline {
+    while got().await < 1 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await; // more cycles: nothing is sent again
@@ -189,31 +197,45 @@ async fn every_alert_is_delivered_exactly_once_across_a_receiver_outage() {
         .iter()
         .map(|r| serde_json::from_slice(&r.body).expect("json alert"))
         .collect();
-    let mut kinds: Vec<(String, i64)> = bodies
+    // One digest: the refusal of 3001 once (no expiring_unrenewed for the same cause, nothing
+    // again in later cycles), the good renewal of 3002 not at all (notify = "error").
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let digest = &bodies[0];
+    assert_eq!(digest["kind"], "digest");
+    assert_eq!(digest["severity"], "critical");
+    assert_eq!(digest["count"], 1);
+    assert!(
+        digest["host"].as_str().is_some_and(|h| !h.is_empty()),
+        "{digest}"
+    );
+    let kinds: Vec<(String, i64)> = digest["alerts"]
+        .as_array()
+        .expect("alerts")
         .iter()
         .map(|b| {
             (
-                b["event"].as_str().unwrap_or("").to_owned(),
+                b["kind"].as_str().unwrap_or("").to_owned(),
                 b["elid"].as_i64().unwrap_or(0),
             )
         })
         .collect();
-    kinds.sort();
     assert_eq!(
         kinds,
-        [
-            ("expiring_unrenewed".to_owned(), 3001),
-            ("renewal_error".to_owned(), 3001)
-        ],
+        [("renewal_error".to_owned(), 3001)],
         "each alert once"
     );
-    let err = bodies
-        .iter()
-        .find(|b| b["event"] == "renewal_error")
-        .expect("error alert");
+    let err = &digest["alerts"][0];
     assert_eq!(err["licname"], "srv3001.example.net");
     assert_eq!(err["product"], "ISPmanager Lite");
     assert_eq!(err["outcome"], "error");
+    assert_eq!(err["severity"], "critical");
+    assert_eq!(err["reason"], "refused");
+    assert!(err["timestamp"].is_string(), "{err}");
+    assert_eq!(err["host"], digest["host"]);
+    assert_eq!(
+        err["id"].as_str(),
+        Some(format!("renewal_error:3001:{}", env.today() + days(1)).as_str())
+    );
     assert!(
         err["error"]
             .as_str()
@@ -222,11 +244,43 @@ async fn every_alert_is_delivered_exactly_once_across_a_receiver_outage() {
         "{err}"
     );
     assert!(err["expiry"].is_string());
+    let request = &receiver.received_requests().await.unwrap_or_default()[0];
+    let header = |name: &str| {
+        request
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert!(
+        header("user-agent").starts_with("licrenew/"),
+        "{:?}",
+        request.headers
+    );
+    assert_eq!(header("authorization"), "Bearer hook-token-1");
     let hooked = std::fs::read_to_string(&hook_log).expect("the command ran");
     assert_eq!(
-        hooked.lines().filter(|l| l.contains("\"event\"")).count(),
-        2,
+        hooked
+            .lines()
+            .filter(|l| l.contains("\"kind\":\"digest\""))
+            .count(),
+        1,
         "{hooked}"
+    );
+    let args = std::fs::read_to_string(&args_log).expect("the command's arguments");
+    let id = digest["id"].as_str().expect("digest id");
+    assert_eq!(args, format!("--team|on call|digest|critical|{id}\n"));
+    let logged = std::fs::read_to_string(env.path("service.log")).expect("log");
+    assert!(
+        logged
+            .lines()
+            .any(|l| l.contains("alert_command_stderr") && l.contains("hook says hi")),
+        "the hook's stderr is logged"
+    );
+    assert!(
+        !logged.contains("hook-token-1"),
+        "a header value is a secret"
     );
     env.assert_no_canary_in_files();
 }
