@@ -826,6 +826,11 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
             Some(dir) if Path::new(&dir).join("password").is_file() => {
                 Some(read_password_file(file, &Path::new(&dir).join("password"))?)
             }
+            // A root shell with the packaged layout: the file the unit loads its credential
+            // from (/etc/licrenew/password) sits beside the config.
+            _ if base.join("password").is_file() => {
+                Some(read_password_file(file, &base.join("password"))?)
+            }
             _ => None,
         },
     };
@@ -1265,6 +1270,98 @@ password = "canary-Zq8#pw"
             !format!("{s:?}").contains("canary-Zq8"),
             "Debug hides the password"
         );
+    }
+
+    #[test]
+    fn without_a_password_key_the_file_beside_the_config_is_read() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = write(
+            dir.path(),
+            "licrenew.toml",
+            &MINIMAL.replace("password = \"canary-Zq8#pw\"\n", ""),
+        );
+        let none = load_with_env(&f, Some(HashMap::new())).expect("valid");
+        write(dir.path(), "password", "canary-beside\n");
+        let s = load_with_env(&f, Some(HashMap::new())).expect("valid");
+
+        assert!(
+            none.billmgr.password.is_none() || std::env::var_os("CREDENTIALS_DIRECTORY").is_some()
+        );
+        assert_eq!(
+            s.billmgr
+                .password
+                .as_ref()
+                .map(|p| p.expose_secret().to_owned()),
+            Some("canary-beside".into())
+        );
+    }
+
+    #[test]
+    fn alert_settings_split_the_command_read_headers_and_check_mail() {
+        let dir = tempfile::tempdir().expect("tmp");
+        write(dir.path(), "hook.sh", "#!/bin/sh\n");
+        write(
+            dir.path(),
+            "headers",
+            "# token\nAuthorization: Bearer canary-hdr\n\nX-Team: ops\n",
+        );
+        let f = write(
+            dir.path(),
+            "c.toml",
+            &format!(
+                "{MINIMAL}[alerts]\ncommand = \"hook.sh --team 'on call'\"\nwebhook = \"https://h.example/x\"\nwebhook_headers_file = \"headers\"\nnotify = \"renewed\"\nhost = \"b1\"\n[alerts.email]\nserver = \"smtp.example.com\"\nfrom = \"a@example.com\"\nto = [\"Ops <ops@example.com>\"]\n"
+            ),
+        );
+        let s = load_with_env(&f, Some(HashMap::new())).expect("valid");
+        let a = &s.alerts;
+        assert_eq!(
+            a.command.as_deref(),
+            Some(
+                &[
+                    dir.path().join("hook.sh").to_string_lossy().into_owned(),
+                    "--team".into(),
+                    "on call".into()
+                ][..]
+            )
+        );
+        assert_eq!(a.webhook_headers.len(), 2);
+        assert_eq!(a.webhook_headers[0].0, "Authorization");
+        assert_eq!(a.webhook_headers[0].1.expose_secret(), "Bearer canary-hdr");
+        assert!(
+            !format!("{s:?}").contains("canary-hdr"),
+            "Debug hides header values"
+        );
+        assert_eq!(a.notify, NotifyLevel::Renewed);
+        assert!(a.digest);
+        assert_eq!(a.host, "b1");
+        let email = a.email.as_ref().expect("email");
+        assert_eq!((email.port, email.tls), (587, SmtpTls::StartTls));
+        assert_eq!(a.sinks(), ["webhook", "command", "email"]);
+
+        for (bad, key) in [
+            ("[alerts]\nnotify = \"loud\"\n", "alerts.notify"),
+            ("[alerts]\ncommand = \"x 'unbalanced\"\n", "alerts.command"),
+            (
+                "[alerts]\nwebhook_headers_file = \"nope\"\n",
+                "alerts.webhook_headers_file",
+            ),
+            (
+                "[alerts.email]\nserver = \"s\"\nfrom = \"not an address\"\nto = [\"a@b.c\"]\n",
+                "alerts.email.from",
+            ),
+            (
+                "[alerts.email]\nserver = \"s\"\nfrom = \"a@b.c\"\nto = []\n",
+                "alerts.email.to",
+            ),
+        ] {
+            let f = write(dir.path(), "bad.toml", &format!("{MINIMAL}{bad}"));
+            let e = load_with_env(&f, Some(HashMap::new())).expect_err(bad);
+            assert_eq!(e.key.as_deref(), Some(key), "{bad}: {e}");
+        }
+        write(dir.path(), "headers", "Authorization Bearer canary-hdr\n");
+        let e = load_with_env(&f, Some(HashMap::new())).expect_err("bad header line");
+        assert!(e.msg.contains("line 1"), "{e}");
+        assert!(!e.to_string().contains("canary-hdr"), "{e}");
     }
 
     #[test]

@@ -32,12 +32,15 @@ outcome is logged as one JSON line on stderr. Results go to stdout.",
     after_long_help = "FILES:
   /etc/licrenew/licrenew.toml     config (every key: /usr/share/doc/licrenew/examples/licrenew.example.toml)
   /etc/licrenew/policies.d/*.toml one renewal policy per product; no policy = never renewed
-  $STATE_DIRECTORY/licrenew.db    state and renewal journal (else beside the config file)
+  /etc/licrenew/password          the password, when the config names none (the unit loads it
+                                  as the credential \"password\"; a root shell reads it directly)
+  /var/lib/licrenew/licrenew.db   state and renewal journal, the same for the service and a shell
 
 ENVIRONMENT:
   LICRENEW_CONFIG                 config file when --config is not given
   LICRENEW__SECTION__KEY          overrides one config key, e.g. LICRENEW__RENEWAL__MAX_PER_CYCLE=5
   CREDENTIALS_DIRECTORY           systemd credentials; the password is read from its file \"password\"
+                                  (else from \"password\" beside the config)
   RUST_LOG                        log filter, overrides [log] level
 
 EXIT STATUS:
@@ -50,6 +53,7 @@ EXIT STATUS:
 SIGNALS (licrenew run):
   SIGHUP          re-read config and policies; keep the old ones if the new are invalid
                   (`licrenew reload --pid PID` sends it and waits for the verdict)
+  SIGUSR1         run a cycle now (`systemctl kill -s USR1 licrenew`)
   SIGTERM/SIGINT  finish and record the renewal in flight, then exit 0"
 )]
 pub struct Args {
