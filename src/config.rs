@@ -51,6 +51,10 @@ pub struct ConfigError {
     pub msg: String,
     /// The `LICRENEW__…` variable the faulty value came from.
     pub env_var: Option<String>,
+    /// 1-based line of the key in the file, when found.
+    pub line: Option<u32>,
+    /// More problems found in the same run (`check` names them all).
+    pub also: Box<[ConfigError]>,
 }
 
 impl ConfigError {
@@ -60,14 +64,41 @@ impl ConfigError {
             key: key.map(str::to_owned),
             msg: msg.into(),
             env_var: None,
+            line: None,
+            also: Box::default(),
         }
     }
 
+    /// The first of `errors`, carrying the others. `errors` must not be empty.
+    pub fn all(mut errors: Vec<ConfigError>) -> ConfigError {
+        let mut first = errors.remove(0);
+        let mut also = std::mem::take(&mut first.also).into_vec();
+        also.extend(errors);
+        first.also = also.into_boxed_slice();
+        first
+    }
+
+    /// Every problem: this one and those found with it.
+    pub fn each(&self) -> impl Iterator<Item = &ConfigError> {
+        std::iter::once(self).chain(self.also.iter())
+    }
+
     fn render(&self) -> String {
+        self.each()
+            .map(ConfigError::render_one)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn render_one(&self) -> String {
+        let file = match self.line {
+            Some(l) => format!("{}:{l}", self.file.display()),
+            None => self.file.display().to_string(),
+        };
         match (&self.env_var, &self.key) {
             (Some(var), _) => format!("{var} (environment override): {}", self.msg),
-            (None, Some(k)) => format!("{}: {k}: {}", self.file.display(), self.msg),
-            (None, None) => format!("{}: {}", self.file.display(), self.msg),
+            (None, Some(k)) => format!("{file}: {k}: {}", self.msg),
+            (None, None) => format!("{file}: {}", self.msg),
         }
     }
 }
@@ -579,6 +610,11 @@ pub struct Settings {
     /// `/metrics` and `/healthz` listen address; `None` = off.
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub alerts: AlertSettings,
+    /// Files read for secrets (the password, the SMTP password, webhook headers): `check`
+    /// warns when group or others may read one.
+    pub secret_files: Vec<PathBuf>,
+    /// The config itself holds `billmgr.password`.
+    pub inline_password: bool,
 }
 
 impl Settings {
@@ -700,11 +736,81 @@ pub fn load_with_env(
         .add_source(envsrc)
         .build()
         .and_then(|c| c.try_deserialize())
-        .map_err(|e| name_var(from_config_error(file, e)))?;
-    let mut settings = validate(file, raw).map_err(name_var)?;
+        .map_err(|e| with_lines(name_var(from_config_error(file, e)), &text))?;
+    let mut settings = validate(file, raw).map_err(|e| {
+        let mut e = with_lines(name_var(e), &text);
+        e.also = std::mem::take(&mut e.also)
+            .into_iter()
+            .map(|x| with_lines(name_var(x), &text))
+            .collect();
+        e
+    })?;
     ignored_env.sort();
     settings.ignored_env = ignored_env;
     Ok(settings)
+}
+
+/// The policy folder a config file names (or the default beside it), read without validating
+/// the rest: lets `check` name policy mistakes next to the config's own.
+pub fn policies_dir_hint(file: &Path) -> PathBuf {
+    let base = file
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let named = crate::files::read_regular_file(file, MAX_CONFIG_BYTES)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("policies")?.get("dir")?.as_str().map(PathBuf::from));
+    base.join(named.unwrap_or_else(|| PathBuf::from("policies.d")))
+}
+
+/// Sets the line of the error's key in `text`, when the key is there (not for a value that
+/// came from an environment override).
+fn with_lines(mut e: ConfigError, text: &str) -> ConfigError {
+    if e.env_var.is_none() && e.line.is_none() {
+        e.line = e
+            .key
+            .as_deref()
+            .and_then(|k| line_of_key(text, k))
+            .and_then(|l| u32::try_from(l).ok());
+    }
+    e
+}
+
+/// The 1-based line of `section.key` in a TOML text: the key's line inside its `[section]`,
+/// else the section's header line. A plain scan, enough for the flat files licrenew reads.
+pub(crate) fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let (table, leaf) = match key.rsplit_once('.') {
+        Some((t, l)) => (t, l),
+        None => ("", key),
+    };
+    let mut current = String::new();
+    let mut header = None;
+    for (n, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            current = l
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned();
+            if current == key || (current == table && header.is_none()) {
+                header = Some(n + 1);
+            }
+            continue;
+        }
+        if current == table
+            && let Some(rest) = l.strip_prefix(leaf)
+            && rest.trim_start().starts_with('=')
+        {
+            return Some(n + 1);
+        }
+    }
+    header
 }
 
 fn from_config_error(file: &Path, e: config::ConfigError) -> ConfigError {
@@ -757,221 +863,115 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
     };
     let err = |key: &str, msg: String| ConfigError::new(file, Some(key), msg);
 
-    let b = raw
-        .billmgr
-        .ok_or_else(|| ConfigError::new(file, Some("billmgr"), "section [billmgr] is missing"))?;
-    let url = url::Url::parse(&b.url).map_err(|e| err("billmgr.url", format!("not a URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(err(
-            "billmgr.url",
-            "must start with https:// (or http://)".into(),
-        ));
-    }
-    if url.scheme() == "http" && !is_loopback(&url) && !b.allow_insecure_http {
-        return Err(err(
-            "billmgr.url",
-            "http:// to another host would send the password in clear: use https://, or set billmgr.allow_insecure_http = true".into(),
-        ));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(err(
-            "billmgr.url",
-            "must not carry credentials; use billmgr.username and billmgr.password".into(),
-        ));
-    }
-    if url.query().is_some() {
-        return Err(err(
-            "billmgr.url",
-            "must not carry a query string; credentials and parameters go in the POST body".into(),
-        ));
-    }
-    let api = match b.api.as_str() {
-        "auto" => None,
-        "billmgr4" => Some(Api::Billmgr4),
-        "billmgr5" => Some(Api::Billmgr5),
-        other => {
-            return Err(err(
-                "billmgr.api",
-                format!("{other:?} is not one of \"auto\", \"billmgr4\", \"billmgr5\""),
-            ));
-        }
-    };
-    let auth = match b.auth.as_str() {
-        "authinfo" => AuthMode::Authinfo,
-        "session" => AuthMode::Session,
-        other => {
-            return Err(err(
-                "billmgr.auth",
-                format!("{other:?} is not one of \"authinfo\", \"session\""),
-            ));
-        }
-    };
-    if b.username.trim().is_empty() {
-        return Err(err("billmgr.username", "is empty".into()));
-    }
-    let password = match (b.password, b.password_file) {
-        (Some(_), Some(_)) => {
-            return Err(err(
-                "billmgr.password_file",
-                "set either password or password_file, not both".into(),
-            ));
-        }
-        (Some(Password(p)), None) => Some(SecretString::from(p)),
-        (None, Some(path)) => Some(read_password_file(
-            file,
-            &resolve(&expand_credentials(&path)),
-        )?),
-        (None, None) => match std::env::var_os("CREDENTIALS_DIRECTORY") {
-            // systemd's LoadCredential=password:… without any key in the file.
-            Some(dir) if Path::new(&dir).join("password").is_file() => {
-                Some(read_password_file(file, &Path::new(&dir).join("password"))?)
+    let inline_password = raw.billmgr.as_ref().is_some_and(|b| b.password.is_some());
+    let mut secret_files: Vec<PathBuf> = Vec::new();
+    if let Some(b) = &raw.billmgr {
+        match (&b.password, &b.password_file) {
+            (None, Some(p)) => secret_files.push(resolve(&expand_credentials(p))),
+            (None, None) if base.join("password").is_file() => {
+                secret_files.push(base.join("password"))
             }
-            // A root shell with the packaged layout: the file the unit loads its credential
-            // from (/etc/licrenew/password) sits beside the config.
-            _ if base.join("password").is_file() => {
-                Some(read_password_file(file, &base.join("password"))?)
-            }
-            _ => None,
-        },
-    };
-    if b.timeout.is_zero() {
-        return Err(err("billmgr.timeout", "must be more than 0s".into()));
-    }
-    if b.read_attempts == 0 {
-        return Err(err("billmgr.read_attempts", "must be at least 1".into()));
-    }
-    let catalog = match raw.catalog.path {
-        None => Catalog::builtin(),
-        Some(p) => Catalog::load(&resolve(&p))
-            .map_err(|e| ConfigError::new(file, Some("catalog.path"), e.to_string()))?,
-    };
-    let database = match raw.database.url {
-        Some(u) => {
-            let path = u
-                .strip_prefix("sqlite://")
-                .or_else(|| u.strip_prefix("sqlite:"))
-                .unwrap_or(&u);
-            let path = path.split('?').next().unwrap_or(path);
-            if path.is_empty() {
-                return Err(err("database.url", "names no file".into()));
-            }
-            resolve(Path::new(path))
+            _ => {}
         }
-        // One database wherever licrenew is started: the service, a root shell and a cron job
-        // with the same config use the same file (never one beside the config, never one
-        // that depends on `$STATE_DIRECTORY`).
-        None => PathBuf::from(DEFAULT_DATABASE),
-    };
-    let s = raw.schedule;
-    if let Err(e) = parse_cron(&s.cron) {
-        return Err(err(
-            "schedule.cron",
-            format!(
-                "{:?}: {e} (six fields, seconds first, in UTC, e.g. \"0 17 */6 * * *\")",
-                s.cron
-            ),
-        ));
     }
-    if s.window.is_zero() {
-        return Err(err("schedule.window", "must be more than 0s".into()));
+    if let Some(p) = &raw.alerts.webhook_headers_file {
+        secret_files.push(resolve(&expand_credentials(p)));
     }
-    let r = raw.renewal;
-    if r.concurrency == 0 {
-        return Err(err("renewal.concurrency", "must be at least 1".into()));
+    if let Some(p) = raw
+        .alerts
+        .email
+        .as_ref()
+        .and_then(|e| e.password_file.as_ref())
+    {
+        secret_files.push(resolve(&expand_credentials(p)));
     }
-    let cents = |key: &str, v: f64| {
-        if v.is_finite() && (0.0..1e13).contains(&v) {
-            Ok((v * 100.0).round() as i64)
-        } else {
-            Err(err(key, format!("{v} is not an amount of 0 or more")))
-        }
-    };
-    let credit_limit_cents = cents("renewal.credit_limit", r.credit_limit)?;
-    let max_spend_per_day_cents = match r.max_spend_per_day {
-        None => None,
-        Some(v) => Some(cents("renewal.max_spend_per_day", v)?),
-    };
-    let log_format = match raw.log.format.as_str() {
-        "auto" => LogFormat::Auto,
-        "json" => LogFormat::Json,
-        "pretty" => LogFormat::Pretty,
-        other => {
+    let billmgr = (|| -> Result<BillmgrSettings, ConfigError> {
+        let b = raw.billmgr.ok_or_else(|| {
+            ConfigError::new(file, Some("billmgr"), "section [billmgr] is missing")
+        })?;
+        let url =
+            url::Url::parse(&b.url).map_err(|e| err("billmgr.url", format!("not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
             return Err(err(
-                "log.format",
-                format!("{other:?} is not one of \"auto\", \"json\", \"pretty\""),
+                "billmgr.url",
+                "must start with https:// (or http://)".into(),
             ));
         }
-    };
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
-        return Err(err("log.level", format!("{:?}: {e}", raw.log.level)));
-    }
-    let metrics_listen = match raw.metrics.listen {
-        None => None,
-        Some(a) => Some(a.parse::<std::net::SocketAddr>().map_err(|e| {
-            err(
-                "metrics.listen",
-                format!("{a:?} is not an address:port ({e})"),
-            )
-        })?),
-    };
-    let a = raw.alerts;
-    let webhook = match a.webhook {
-        None => None,
-        Some(u) => {
-            let url = url::Url::parse(&u)
-                .map_err(|e| err("alerts.webhook", format!("not a URL: {e}")))?;
-            if !matches!(url.scheme(), "http" | "https") {
+        if url.scheme() == "http" && !is_loopback(&url) && !b.allow_insecure_http {
+            return Err(err(
+                "billmgr.url",
+                "http:// to another host would send the password in clear: use https://, or set billmgr.allow_insecure_http = true".into(),
+            ));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(err(
+                "billmgr.url",
+                "must not carry credentials; use billmgr.username and billmgr.password".into(),
+            ));
+        }
+        if url.query().is_some() {
+            return Err(err(
+                "billmgr.url",
+                "must not carry a query string; credentials and parameters go in the POST body"
+                    .into(),
+            ));
+        }
+        let api = match b.api.as_str() {
+            "auto" => None,
+            "billmgr4" => Some(Api::Billmgr4),
+            "billmgr5" => Some(Api::Billmgr5),
+            other => {
                 return Err(err(
-                    "alerts.webhook",
-                    "must be an http:// or https:// URL".into(),
+                    "billmgr.api",
+                    format!("{other:?} is not one of \"auto\", \"billmgr4\", \"billmgr5\""),
                 ));
             }
-            Some(url)
-        }
-    };
-    let webhook_headers = match &a.webhook_headers_file {
-        None => Vec::new(),
-        Some(p) => read_headers_file(file, &resolve(&expand_credentials(p)))?,
-    };
-    let command = match a.command.as_deref().map(str::trim) {
-        None => None,
-        Some("") => return Err(err("alerts.command", "is empty".into())),
-        Some(c) => {
-            let mut words = shlex::split(c).ok_or_else(|| {
-                err(
-                    "alerts.command",
-                    "unbalanced quotes (it is split like a shell command line)".into(),
-                )
-            })?;
-            if words.is_empty() {
-                return Err(err("alerts.command", "is empty".into()));
+        };
+        let auth = match b.auth.as_str() {
+            "authinfo" => AuthMode::Authinfo,
+            "session" => AuthMode::Session,
+            other => {
+                return Err(err(
+                    "billmgr.auth",
+                    format!("{other:?} is not one of \"authinfo\", \"session\""),
+                ));
             }
-            words[0] = resolve_program(&base, &words[0]);
-            Some(words)
+        };
+        if b.username.trim().is_empty() {
+            return Err(err("billmgr.username", "is empty".into()));
         }
-    };
-    let notify = match a.notify.as_str() {
-        "error" => NotifyLevel::Error,
-        "renewed" => NotifyLevel::Renewed,
-        "all" => NotifyLevel::All,
-        other => {
-            return Err(err(
-                "alerts.notify",
-                format!("{other:?} is not one of \"error\", \"renewed\", \"all\""),
-            ));
+        let password = match (b.password, b.password_file) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "billmgr.password_file",
+                    "set either password or password_file, not both".into(),
+                ));
+            }
+            (Some(Password(p)), None) => Some(SecretString::from(p)),
+            (None, Some(path)) => Some(read_password_file(
+                file,
+                &resolve(&expand_credentials(&path)),
+            )?),
+            (None, None) => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+                // systemd's LoadCredential=password:… without any key in the file.
+                Some(dir) if Path::new(&dir).join("password").is_file() => {
+                    Some(read_password_file(file, &Path::new(&dir).join("password"))?)
+                }
+                // A root shell with the packaged layout: the file the unit loads its credential
+                // from (/etc/licrenew/password) sits beside the config.
+                _ if base.join("password").is_file() => {
+                    Some(read_password_file(file, &base.join("password"))?)
+                }
+                _ => None,
+            },
+        };
+        if b.timeout.is_zero() {
+            return Err(err("billmgr.timeout", "must be more than 0s".into()));
         }
-    };
-    let email = match a.email {
-        None => None,
-        Some(e) => Some(validate_email(file, &resolve, e)?),
-    };
-    let host = a
-        .host
-        .filter(|h| !h.trim().is_empty())
-        .unwrap_or_else(hostname);
-    Ok(Settings {
-        file: file.to_owned(),
-        billmgr: BillmgrSettings {
+        if b.read_attempts == 0 {
+            return Err(err("billmgr.read_attempts", "must be at least 1".into()));
+        }
+        Ok(BillmgrSettings {
             url,
             api,
             username: b.username,
@@ -983,33 +983,169 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
             allow_insecure_http: b.allow_insecure_http,
             max_body: b.max_body_mib.saturating_mul(1024 * 1024),
             max_answer: b.max_answer_kib.saturating_mul(1024),
-        },
-        // Under `auto` the catalog of 5/6 until the generation is known (see
-        // `Settings::use_generation`); every product name exists in both.
-        catalog: catalog.for_api(api.unwrap_or(Api::Billmgr5)),
-        catalog_all: catalog,
-        api_detected: false,
-        ignored_env: Vec::new(),
-        database,
-        schedule: ScheduleSettings {
+        })
+    })();
+    let catalog = (|| -> Result<Catalog, ConfigError> {
+        let catalog = match raw.catalog.path {
+            None => Catalog::builtin(),
+            Some(p) => Catalog::load(&resolve(&p))
+                .map_err(|e| ConfigError::new(file, Some("catalog.path"), e.to_string()))?,
+        };
+        Ok(catalog)
+    })();
+    let database = (|| -> Result<PathBuf, ConfigError> {
+        let database = match raw.database.url {
+            Some(u) => {
+                let path = u
+                    .strip_prefix("sqlite://")
+                    .or_else(|| u.strip_prefix("sqlite:"))
+                    .unwrap_or(&u);
+                let path = path.split('?').next().unwrap_or(path);
+                if path.is_empty() {
+                    return Err(err("database.url", "names no file".into()));
+                }
+                resolve(Path::new(path))
+            }
+            // One database wherever licrenew is started: the service, a root shell and a cron job
+            // with the same config use the same file (never one beside the config, never one
+            // that depends on `$STATE_DIRECTORY`).
+            None => PathBuf::from(DEFAULT_DATABASE),
+        };
+        Ok(database)
+    })();
+    let schedule = (|| -> Result<ScheduleSettings, ConfigError> {
+        let s = raw.schedule;
+        if let Err(e) = parse_cron(&s.cron) {
+            return Err(err(
+                "schedule.cron",
+                format!(
+                    "{:?}: {e} (six fields, seconds first, in UTC, e.g. \"0 17 */6 * * *\")",
+                    s.cron
+                ),
+            ));
+        }
+        if s.window.is_zero() {
+            return Err(err("schedule.window", "must be more than 0s".into()));
+        }
+        Ok(ScheduleSettings {
             cron: s.cron,
             run_at_start: s.run_at_start,
             window: s.window,
             lookback: s.lookback,
             jitter: s.jitter,
-        },
-        renewal: RenewalSettings {
+        })
+    })();
+    let renewal = (|| -> Result<RenewalSettings, ConfigError> {
+        let r = raw.renewal;
+        if r.concurrency == 0 {
+            return Err(err("renewal.concurrency", "must be at least 1".into()));
+        }
+        let cents = |key: &str, v: f64| {
+            if v.is_finite() && (0.0..1e13).contains(&v) {
+                Ok((v * 100.0).round() as i64)
+            } else {
+                Err(err(key, format!("{v} is not an amount of 0 or more")))
+            }
+        };
+        let credit_limit_cents = cents("renewal.credit_limit", r.credit_limit)?;
+        let max_spend_per_day_cents = match r.max_spend_per_day {
+            None => None,
+            Some(v) => Some(cents("renewal.max_spend_per_day", v)?),
+        };
+        Ok(RenewalSettings {
             credit_limit_cents,
             max_spend_per_day_cents,
             max_per_cycle: r.max_per_cycle,
             concurrency: r.concurrency,
             settle: r.settle,
-        },
-        policies_dir: resolve(&raw.policies.dir),
-        log_format,
-        log_level: raw.log.level,
-        metrics_listen,
-        alerts: AlertSettings {
+        })
+    })();
+    let log = (|| -> Result<(LogFormat, String), ConfigError> {
+        let log_format = match raw.log.format.as_str() {
+            "auto" => LogFormat::Auto,
+            "json" => LogFormat::Json,
+            "pretty" => LogFormat::Pretty,
+            other => {
+                return Err(err(
+                    "log.format",
+                    format!("{other:?} is not one of \"auto\", \"json\", \"pretty\""),
+                ));
+            }
+        };
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
+            return Err(err("log.level", format!("{:?}: {e}", raw.log.level)));
+        }
+        Ok((log_format, raw.log.level))
+    })();
+    let metrics_listen = (|| -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let metrics_listen = match raw.metrics.listen {
+            None => None,
+            Some(a) => Some(a.parse::<std::net::SocketAddr>().map_err(|e| {
+                err(
+                    "metrics.listen",
+                    format!("{a:?} is not an address:port ({e})"),
+                )
+            })?),
+        };
+        Ok(metrics_listen)
+    })();
+    let alerts = (|| -> Result<AlertSettings, ConfigError> {
+        let a = raw.alerts;
+        let webhook = match a.webhook {
+            None => None,
+            Some(u) => {
+                let url = url::Url::parse(&u)
+                    .map_err(|e| err("alerts.webhook", format!("not a URL: {e}")))?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(err(
+                        "alerts.webhook",
+                        "must be an http:// or https:// URL".into(),
+                    ));
+                }
+                Some(url)
+            }
+        };
+        let webhook_headers = match &a.webhook_headers_file {
+            None => Vec::new(),
+            Some(p) => read_headers_file(file, &resolve(&expand_credentials(p)))?,
+        };
+        let command = match a.command.as_deref().map(str::trim) {
+            None => None,
+            Some("") => return Err(err("alerts.command", "is empty".into())),
+            Some(c) => {
+                let mut words = shlex::split(c).ok_or_else(|| {
+                    err(
+                        "alerts.command",
+                        "unbalanced quotes (it is split like a shell command line)".into(),
+                    )
+                })?;
+                if words.is_empty() {
+                    return Err(err("alerts.command", "is empty".into()));
+                }
+                words[0] = resolve_program(&base, &words[0]);
+                Some(words)
+            }
+        };
+        let notify = match a.notify.as_str() {
+            "error" => NotifyLevel::Error,
+            "renewed" => NotifyLevel::Renewed,
+            "all" => NotifyLevel::All,
+            other => {
+                return Err(err(
+                    "alerts.notify",
+                    format!("{other:?} is not one of \"error\", \"renewed\", \"all\""),
+                ));
+            }
+        };
+        let email = match a.email {
+            None => None,
+            Some(e) => Some(validate_email(file, &resolve, e)?),
+        };
+        let host = a
+            .host
+            .filter(|h| !h.trim().is_empty())
+            .unwrap_or_else(hostname);
+        Ok(AlertSettings {
             webhook,
             webhook_headers,
             command,
@@ -1020,7 +1156,57 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
             digest: a.digest,
             notify,
             host,
-        },
+        })
+    })();
+    // Every section is checked, so one run names every mistake (each section stops at its
+    // first).
+    fn keep<T>(errors: &mut Vec<ConfigError>, r: Result<T, ConfigError>) -> Option<T> {
+        r.map_err(|e| errors.push(e)).ok()
+    }
+    let mut errors = Vec::new();
+    let parts = (
+        keep(&mut errors, billmgr),
+        keep(&mut errors, catalog),
+        keep(&mut errors, database),
+        keep(&mut errors, schedule),
+        keep(&mut errors, renewal),
+        keep(&mut errors, log),
+        keep(&mut errors, metrics_listen),
+        keep(&mut errors, alerts),
+    );
+    let (
+        Some(billmgr),
+        Some(catalog),
+        Some(database),
+        Some(schedule),
+        Some(renewal),
+        Some((log_format, log_level)),
+        Some(metrics_listen),
+        Some(alerts),
+    ) = parts
+    else {
+        return Err(ConfigError::all(errors));
+    };
+    let api = billmgr.api;
+    Ok(Settings {
+        file: file.to_owned(),
+        billmgr,
+        // Under `auto` the catalog of 5/6 until the generation is known (see
+        // `Settings::use_generation`); every product name exists in both.
+        catalog: catalog.for_api(api.unwrap_or(Api::Billmgr5)),
+        catalog_all: catalog,
+        api_detected: false,
+        ignored_env: Vec::new(),
+        database,
+        schedule,
+        renewal,
+        policies_dir: resolve(&raw.policies.dir),
+        log_format,
+        log_level,
+        metrics_listen,
+        alerts,
+        secret_files,
+        inline_password,
     })
 }
 

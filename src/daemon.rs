@@ -132,17 +132,48 @@ impl CycleReport {
     }
 }
 
+/// How far ahead a sync must list, and why: `schedule.window`, widened to the longest
+/// `before` of a policy that renews (plus a day, so a license due today is listed) and to
+/// `alert_before`, so no license a policy should renew or an alert should name goes unlisted.
+pub fn effective_window(settings: &Settings, policies: &Policies) -> (Duration, Option<String>) {
+    let day = Duration::from_secs(86_400);
+    let mut window = settings.schedule.window;
+    let mut why = None;
+    for p in policies.iter() {
+        let need = p.longest_before() + day;
+        if need > window {
+            window = need;
+            why = Some(format!(
+                "before = {} in {}",
+                humantime::format_duration(p.longest_before()),
+                p.file.display()
+            ));
+        }
+    }
+    if settings.alerts.alert_before + day > window {
+        window = settings.alerts.alert_before + day;
+        why = Some(format!(
+            "alerts.alert_before = {}",
+            humantime::format_duration(settings.alerts.alert_before)
+        ));
+    }
+    (window, why)
+}
+
 /// The expiry window of a sync: from `lookback` ago (past-due but not yet deleted licenses) to
-/// `window` ahead.
-pub fn window(settings: &Settings, today: NaiveDate) -> (NaiveDate, NaiveDate) {
+/// the effective window ahead ([`effective_window`]).
+pub fn window(
+    settings: &Settings,
+    policies: &Policies,
+    today: NaiveDate,
+) -> (NaiveDate, NaiveDate) {
     let days = |d: Duration| chrono::Days::new(d.as_secs().div_ceil(86_400));
+    let (ahead, _) = effective_window(settings, policies);
     (
         today
             .checked_sub_days(days(settings.schedule.lookback))
             .unwrap_or(today),
-        today
-            .checked_add_days(days(settings.schedule.window))
-            .unwrap_or(today),
+        today.checked_add_days(days(ahead)).unwrap_or(today),
     )
 }
 
@@ -463,7 +494,9 @@ async fn price(
             }
             Ok(None) => {}
             Err(e) if e.is_auth() => return Err(Fatal::Auth(e)),
-            Err(e) => tracing::warn!(elid = a.license.elid, error = %e, "renewal preview failed"),
+            Err(e) => {
+                tracing::warn!(event = "preview", elid = a.license.elid, error = %e, "renewal preview failed")
+            }
         }
     }
     Ok(previews)
@@ -516,7 +549,7 @@ async fn gate(ctx: &Ctx, plan: &mut policy::Plan, mode: Mode) -> Result<MoneyRep
                 report.balance = b.map(|b| b.amount);
             }
             Err(e) if e.is_auth() => return Err(Fatal::Auth(e)),
-            Err(e) => tracing::warn!(error = %e, "could not read the balance"),
+            Err(e) => tracing::warn!(event = "balance", error = %e, "could not read the balance"),
         }
     }
     let day_ago = Utc::now() - chrono::Duration::hours(24);
@@ -668,7 +701,7 @@ async fn sync(
     today: NaiveDate,
     stop: &watch::Receiver<bool>,
 ) -> Result<Synced, SyncError> {
-    let (from, to) = window(&ctx.settings, today);
+    let (from, to) = window(&ctx.settings, &ctx.policies, today);
     let stop = Some(stop);
     let listed = unless_stopped(stop, ctx.client.list(Some((from, to))))
         .await
@@ -723,7 +756,7 @@ async fn sync(
                 );
             }
             for bad in &r.bad {
-                tracing::warn!(row = %bad, "skipped a license row that does not parse");
+                tracing::warn!(event = "bad_row", row = %bad, "skipped a license row that does not parse");
             }
             listing.licenses.extend(r.licenses);
             listing.bad_rows.extend(r.bad);
@@ -753,6 +786,7 @@ async fn sync(
                     // Still inside the window although the list left it out: plan it anyway, a
                     // license the list forgot must not lapse.
                     tracing::warn!(
+                        event = "left_window",
                         elid,
                         "license in the window missing from the list; planned from a re-read"
                     );
@@ -772,7 +806,7 @@ async fn sync(
                 gone += 1;
             }
             Err(e) => {
-                tracing::warn!(elid, error = %e, "could not re-read a license that left the window")
+                tracing::warn!(event = "left_window", elid, error = %e, "could not re-read a license that left the window")
             }
         }
     }
@@ -1052,8 +1086,10 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
             .unwrap_or(Duration::from_secs(3600)),
     );
     let next = crate::config::next_cycle(&ctx.settings.schedule.cron, Utc::now());
+    let (window, widened) = effective_window(&ctx.settings, &ctx.policies);
     tracing::info!(event = "started", cron = %ctx.settings.schedule.cron, database = %ctx.settings.database.display(),
         policies = ctx.policies.iter().count(), run_at_start = ctx.settings.schedule.run_at_start,
+        window_ms = window.as_millis() as u64, window_widened_by = widened.as_deref(),
         next_cycle = next.map(|t| t.to_rfc3339()), "licrenew running (schedule in UTC)");
     if ctx.settings.schedule.run_at_start {
         let _ = tick_tx.try_send(false);

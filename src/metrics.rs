@@ -537,7 +537,7 @@ impl Metrics {
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            tracing::warn!(error = %e, "could not encode the metrics");
+            tracing::warn!(event = "metrics", error = %e, "could not encode the metrics");
         }
         out
     }

@@ -627,7 +627,7 @@ impl Store {
         if let Some(l) = after
             && let Err(e) = upsert_one(&mut tx, l, now).await
         {
-            tracing::warn!(elid = l.elid, error = %e, "could not record the license re-read after a renewal");
+            tracing::warn!(event = "store", elid = l.elid, error = %e, "could not record the license re-read after a renewal");
         }
         tx.commit().await?;
         Ok(())

@@ -15,7 +15,7 @@ fn send(state: &[sd_notify::NotifyState<'_>]) {
         return;
     }
     if let Err(e) = sd_notify::notify(state) {
-        tracing::warn!(error = %e, "could not notify systemd");
+        tracing::warn!(event = "systemd", error = %e, "could not notify systemd");
     }
 }
 
@@ -27,7 +27,7 @@ pub fn forbid_core_dumps() {
         // SAFETY: prctl with PR_SET_DUMPABLE takes plain integers and touches no memory of ours.
         let r = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
         if r != 0 {
-            tracing::warn!(error = %std::io::Error::last_os_error(), "could not make the process non-dumpable");
+            tracing::warn!(event = "systemd", error = %std::io::Error::last_os_error(), "could not make the process non-dumpable");
         }
     }
 }

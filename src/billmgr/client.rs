@@ -220,7 +220,7 @@ impl Client {
         if window.is_some()
             && let Err(e) = self.call_ok(&dialect.set_filter(None), Kind::Read).await
         {
-            tracing::warn!(error = %e, "could not clear the saved license filter");
+            tracing::warn!(event = "list_filter", error = %e, "could not clear the saved license filter");
         }
         listing
     }
@@ -236,11 +236,11 @@ impl Client {
             Ok(doc) => doc,
             Err(e) if e.is_auth() => return Err(e),
             Err(e) if e.api().is_some() => {
-                tracing::debug!(error = %e, "no list filter to reset (soft.filter refused)");
+                tracing::debug!(event = "list_filter", error = %e, "no list filter to reset (soft.filter refused)");
                 return Ok(());
             }
             Err(e) => {
-                tracing::warn!(error = %e, "could not read the saved list filter; listing anyway");
+                tracing::warn!(event = "list_filter", error = %e, "could not read the saved list filter; listing anyway");
                 return Ok(());
             }
         };
@@ -283,7 +283,7 @@ impl Client {
             if e.is_auth() {
                 return Err(e);
             }
-            tracing::warn!(error = %e, "could not reset the saved list filter; listing anyway");
+            tracing::warn!(event = "list_filter", error = %e, "could not reset the saved list filter; listing anyway");
         } else if set {
             tracing::warn!(
                 event = "filter_reset",
@@ -386,7 +386,7 @@ impl Client {
             crate::systemd::alive();
         }
         for bad in &listing.bad_rows {
-            tracing::warn!(row = %bad, "skipped a license row that does not parse");
+            tracing::warn!(event = "bad_row", row = %bad, "skipped a license row that does not parse");
         }
         Ok(listing)
     }
@@ -585,7 +585,7 @@ impl Client {
                 }
             }
             Err(e) if e.is_auth() => return Err(e),
-            Err(e) => tracing::debug!(error = %e, "whoami gave no balance"),
+            Err(e) => tracing::debug!(event = "balance", error = %e, "whoami gave no balance"),
         }
         let mut rows = Vec::new();
         match self
@@ -605,7 +605,7 @@ impl Client {
                 })),
             Err(e) if e.is_auth() => Err(e),
             Err(e) => {
-                tracing::debug!(error = %e, "dashboard.info gave no balance");
+                tracing::debug!(event = "balance", error = %e, "dashboard.info gave no balance");
                 Ok(None)
             }
         }
@@ -677,7 +677,11 @@ impl Client {
                 && kind == Kind::Read
             {
                 // An expired session answers `access`: log in again, once.
-                tracing::info!(func = call.func, "session expired; logging in again");
+                tracing::info!(
+                    event = "login",
+                    func = call.func,
+                    "session expired; logging in again"
+                );
                 *self.session.lock().await = None;
                 relogged = true;
                 attempt -= 1;
@@ -685,7 +689,7 @@ impl Client {
             }
             if kind == Kind::Read && attempt < attempts && err.is_transient() {
                 let delay = backoff(attempt);
-                tracing::warn!(func = call.func, elid = call.elid, attempt, error = %err, retry_in = ?delay, "read failed; retrying");
+                tracing::warn!(event = "api_retry", func = call.func, elid = call.elid, attempt, error = %err, retry_in_ms = delay.as_millis() as u64, "read failed; retrying");
                 tokio::time::sleep(delay).await;
                 continue;
             }
@@ -795,7 +799,7 @@ impl Client {
                     ErrorKind::Unexpected("no session id in the login answer".into()),
                 )
             })?;
-        tracing::debug!("logged in");
+        tracing::debug!(event = "login", "logged in");
         if let Ok(mut r) = self.redactor.write() {
             *r = Redactor::new(&[
                 self.password.expose_secret(),
@@ -898,6 +902,7 @@ impl Client {
             });
         }
         tracing::debug!(
+            event = "api_call",
             func,
             elid,
             bytes,

@@ -265,21 +265,30 @@ pub enum Command {
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
     #[error("{0}")]
-    Config(#[from] ConfigError),
+    Config(Box<ConfigError>),
     #[error("{0}")]
     Policy(#[from] crate::policy::PolicyError),
     #[error("{0}")]
     Usage(String),
+    /// Every problem `check` found, one per line.
+    #[error("{}", .0.join("\n"))]
+    Checks(Vec<String>),
     #[error("{0}")]
     Api(#[from] billmgr::Error),
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),
 }
 
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Failure {
+        Failure::Config(Box::new(e))
+    }
+}
+
 impl Failure {
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Failure::Config(_) | Failure::Policy(_) => ExitCode::from(78),
+            Failure::Config(_) | Failure::Policy(_) | Failure::Checks(_) => ExitCode::from(78),
             Failure::Usage(_) => ExitCode::from(2),
             // A missing password is a configuration problem.
             Failure::Api(e) if e.func == "init" => ExitCode::from(78),
@@ -416,7 +425,9 @@ pub(super) async fn connect(
                 policies = crate::policy::Policies::load_dir(&s.policies_dir, &s.catalog)?;
             }
             Err(e) if strict => return Err(e.into()),
-            Err(e) => tracing::warn!(error = %e, "could not detect the API generation"),
+            Err(e) => {
+                tracing::warn!(event = "api_generation", error = %e, "could not detect the API generation")
+            }
         }
     }
     Ok((s, policies, client))
@@ -430,7 +441,7 @@ pub(super) fn settings(args: &Args) -> Result<Settings, Failure> {
     // database, its WAL and the lock stay that user's (one database for both).
     match crate::privileges::become_database_owner(&s.database) {
         Ok(Some(uid)) => {
-            tracing::debug!(uid, database = %s.database.display(), "working as the database's owner")
+            tracing::debug!(event = "privileges", uid, database = %s.database.display(), "working as the database's owner")
         }
         Ok(None) => {}
         Err(e) => {
@@ -441,16 +452,20 @@ pub(super) fn settings(args: &Args) -> Result<Settings, Failure> {
         }
     }
     if s.billmgr.insecure() {
-        tracing::warn!(url = %s.billmgr.url, "billmgr.allow_insecure_http: the password crosses the network in clear");
+        tracing::warn!(event = "config_warning", url = %s.billmgr.url, "billmgr.allow_insecure_http: the password crosses the network in clear");
     }
     for k in &s.ignored_env {
-        tracing::warn!(variable = %k, "ignored: config overrides are spelled LICRENEW__SECTION__KEY, in upper case");
+        tracing::warn!(event = "config_warning", variable = %k, "ignored: config overrides are spelled LICRENEW__SECTION__KEY, in upper case");
     }
     if s.renewal.settle < s.billmgr.timeout {
         // A renewal the client gave up on may still be applied until the server's own work
         // ends; judging it failed sooner invites a second payment.
-        tracing::warn!(settle = ?s.renewal.settle, timeout = ?s.billmgr.timeout,
-            "renewal.settle is shorter than billmgr.timeout: an unknown outcome could be judged failed while the server may still apply it");
+        tracing::warn!(
+            event = "config_warning",
+            settle_ms = s.renewal.settle.as_millis() as u64,
+            timeout_ms = s.billmgr.timeout.as_millis() as u64,
+            "renewal.settle is shorter than billmgr.timeout: an unknown outcome could be judged failed while the server may still apply it"
+        );
     }
     Ok(s)
 }

@@ -3,7 +3,7 @@
 use super::print::*;
 use super::{Args, Failure, connect, optional_settings, policies_offline, settings};
 use crate::catalog::Catalog;
-use crate::config::{self, ConfigError};
+use crate::config;
 use std::process::ExitCode;
 
 pub(super) fn catalog(args: &Args) -> Result<ExitCode, Failure> {
@@ -77,7 +77,7 @@ pub(super) async fn licenses(
         .await?;
         listing.licenses.extend(resolved.licenses);
         for bad in &resolved.bad {
-            tracing::warn!(row = %bad, "skipped a license row that does not parse");
+            tracing::warn!(event = "bad_row", row = %bad, "skipped a license row that does not parse");
         }
         crate::overview::live_views(&listing.licenses, &s, &policies, &[], today)
     } else {
@@ -155,13 +155,34 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
             }
         }};
     }
-    let (s, policies, client) = if online {
-        let (s, p, c) = connect(args, true).await?;
-        (s, p, Some(c))
-    } else {
-        let s = settings(args)?;
-        let p = policies_offline(&s)?;
-        (s, p, None)
+    // Everything that can be checked offline is, and every problem is named before the exit
+    // (a config that does not load names all its own mistakes at once).
+    let mut problems: Vec<String> = Vec::new();
+    let s = match settings(args) {
+        Ok(s) => s,
+        Err(Failure::Config(e)) => {
+            // The policies are still read (against the built-in catalog), so their mistakes
+            // are named in the same run.
+            problems.extend(e.to_string().lines().map(str::to_owned));
+            let dir = config::policies_dir_hint(&config::resolve_path(args.config.as_deref()));
+            let builtin = Catalog::builtin();
+            let v5 =
+                crate::policy::Policies::load_dir(&dir, &builtin.for_api(config::Api::Billmgr5));
+            let v4 =
+                crate::policy::Policies::load_dir(&dir, &builtin.for_api(config::Api::Billmgr4));
+            if let (Err(e), Err(_)) = (v5, v4) {
+                problems.extend(e.to_string().lines().map(str::to_owned));
+            }
+            return Err(Failure::Checks(problems));
+        }
+        Err(e) => return Err(e),
+    };
+    let policies = match policies_offline(&s) {
+        Ok(p) => p,
+        Err(e) => {
+            problems.extend(e.to_string().lines().map(str::to_owned));
+            crate::policy::Policies::default()
+        }
     };
     say!("config     {}: ok", s.file.display());
     say!("api        {} at {}", s.api_label(), s.billmgr.url);
@@ -191,9 +212,8 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
     }
     say!("catalog    {} products", s.catalog.products.len());
     say!(
-        "schedule   {} (UTC), window {}, next cycle {}{}",
+        "schedule   {} (UTC), next cycle {}{}",
         s.schedule.cron,
-        humantime::format_duration(s.schedule.window),
         crate::config::next_cycle(&s.schedule.cron, chrono::Utc::now())
             .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
             .unwrap_or_else(|| "never".into()),
@@ -203,12 +223,26 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
             ""
         }
     );
-    if policies.is_empty() {
+    let (window, widened) = crate::daemon::effective_window(&s, &policies);
+    match widened {
+        None => say!(
+            "window     {} ahead, {} back",
+            humantime::format_duration(window),
+            humantime::format_duration(s.schedule.lookback)
+        ),
+        Some(why) => say!(
+            "window     {} ahead, {} back (schedule.window {} widened to cover {why})",
+            humantime::format_duration(window),
+            humantime::format_duration(s.schedule.lookback),
+            humantime::format_duration(s.schedule.window)
+        ),
+    }
+    if policies.is_empty() && problems.is_empty() {
         say!(
             "policies   {}: none; nothing will be renewed",
             s.policies_dir.display()
         );
-        tracing::warn!(dir = %s.policies_dir.display(), "no policy files: licrenew will renew nothing");
+        tracing::warn!(event = "config_warning", dir = %s.policies_dir.display(), "no policy files: licrenew will renew nothing");
     }
     for p in policies.iter() {
         let period = p
@@ -230,19 +264,59 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
             p.display()
         );
     }
-    if s.billmgr.password.is_none() {
-        return Err(Failure::Config(ConfigError::new(
-            &s.file,
-            Some("billmgr.password"),
-            "no password: set billmgr.password, billmgr.password_file or a systemd credential named \"password\"",
-        )));
+    let sinks = s.alerts.sinks();
+    say!(
+        "alerts     {}; digest {}, notify {:?}, alert_before {}",
+        if sinks.is_empty() {
+            "logged only (no webhook, command or email)".to_owned()
+        } else {
+            sinks.join(", ")
+        },
+        if s.alerts.digest { "on" } else { "off" },
+        s.alerts.notify,
+        humantime::format_duration(s.alerts.alert_before)
+    );
+    if let Some(cmd) = &s.alerts.command
+        && let Some(why) = not_runnable(&cmd[0])
+    {
+        problems.push(format!("{}: alerts.command: {why}", s.file.display()));
     }
-    if let Some(client) = client {
+    for f in &s.secret_files {
+        if let Some(mode) = readable_by_others(f) {
+            say!(
+                "warning    {} holds a secret and is readable by group or others (mode {mode:o}): chmod 600 it",
+                f.display()
+            );
+        }
+    }
+    if s.inline_password
+        && let Some(mode) = readable_by_others(&s.file)
+    {
+        say!(
+            "warning    {} holds billmgr.password and is readable by group or others (mode {mode:o}): chmod 600 it, or move the password to a password_file",
+            s.file.display()
+        );
+    }
+    if s.billmgr.password.is_none() {
+        problems.push(format!(
+            "{}: billmgr.password: no password: set billmgr.password, billmgr.password_file or a systemd credential named \"password\"",
+            s.file.display()
+        ));
+    }
+    if !problems.is_empty() {
+        if json {
+            print_check_json(&lines, &problems);
+        }
+        return Err(Failure::Checks(problems));
+    }
+    if online {
+        let (s, policies, client) = connect(args, true).await?;
         client.check_login().await?;
         say!("login      {} at {}: ok", s.billmgr.username, s.billmgr.url);
+        say!("api        {} in use", s.api_label());
+        let listing = client.list(None).await?;
         // Licenses the billing renews by itself that a policy would renew too: one of the two
         // should go, or the account pays twice (licrenew skips them unless overridden).
-        let listing = client.list(None).await?;
         let mut both = 0;
         for l in listing.licenses.iter().filter(|l| l.autoprolong) {
             let Some(p) = policies.for_product(l.product) else {
@@ -263,27 +337,90 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
                 l.licname,
                 p.file.display()
             );
-            tracing::warn!(elid = l.elid, licname = %l.licname, policy = %p.file.display(),
+            tracing::warn!(event = "autoprolong_overlap", elid = l.elid, licname = %l.licname, policy = %p.file.display(),
                 override_autoprolong = p.override_autoprolong, "license covered by both autoprolong and a renew policy");
         }
+        // Products no policy covers: their licenses are never renewed (and alerted as
+        // expiring_uncovered when they come close).
+        let mut uncovered: std::collections::BTreeMap<String, Vec<&crate::domain::License>> =
+            std::collections::BTreeMap::new();
+        for l in &listing.licenses {
+            if policies.for_product(l.product).is_none()
+                && !matches!(l.status, crate::domain::Status::Deleted)
+            {
+                uncovered
+                    .entry(s.catalog.product_name(l.product))
+                    .or_default()
+                    .push(l);
+            }
+        }
+        for (product, ls) in &uncovered {
+            let shown: Vec<String> = ls
+                .iter()
+                .take(10)
+                .map(|l| format!("{} {} (expires {})", l.elid, l.licname, l.expiry))
+                .collect();
+            say!(
+                "uncovered  {product}: {} license(s) no policy covers: {}{}",
+                ls.len(),
+                shown.join(", "),
+                if ls.len() > 10 { ", …" } else { "" }
+            );
+        }
         say!(
-            "licenses   {} listed, {both} covered by both autoprolong and a renew policy",
-            listing.licenses.len()
+            "licenses   {} listed, {} covered by no policy, {both} covered by both autoprolong and a renew policy",
+            listing.licenses.len(),
+            uncovered.values().map(Vec::len).sum::<usize>()
         );
     }
     if args.json {
-        let items: Vec<serde_json::Value> = lines
-            .iter()
-            .map(|l| {
-                let (item, text) = l.split_once(' ').unwrap_or((l.as_str(), ""));
-                serde_json::json!({"item": item, "text": text.trim_start()})
-            })
-            .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"ok": true, "items": items}))
-                .unwrap_or_default()
-        );
+        print_check_json(&lines, &[]);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why the alert command cannot be run, if it cannot: missing, not a file, not executable.
+fn not_runnable(program: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::path::Path::new(program);
+    if !path.is_absolute() {
+        return Some(format!(
+            "{program}: not found (not beside the config, not in PATH)"
+        ));
+    }
+    match std::fs::metadata(path) {
+        Err(e) => Some(format!("{program}: {e}")),
+        Ok(m) if !m.is_file() => Some(format!("{program}: not a file")),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+            Some(format!("{program}: not executable (chmod +x it)"))
+        }
+        Ok(_) => None,
+    }
+}
+
+/// The file's mode when group or others may read it.
+fn readable_by_others(path: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
+}
+
+/// `check --json`: `{"ok", "items": [{"item", "text"}], "problems": [...]}`.
+fn print_check_json(lines: &[String], problems: &[String]) {
+    let items: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| {
+            let (item, text) = l.split_once(' ').unwrap_or((l.as_str(), ""));
+            serde_json::json!({"item": item, "text": text.trim_start()})
+        })
+        .collect();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "ok": problems.is_empty(),
+            "items": items,
+            "problems": problems,
+        }))
+        .unwrap_or_default()
+    );
 }

@@ -21,13 +21,42 @@ pub const DEFAULT_BEFORE: Duration = Duration::from_secs(7 * 86_400);
 
 /// A policy file that cannot be used. Display: `FILE:LINE: message`, or `FILE: message` when no
 /// line is known.
-#[derive(Debug, thiserror::Error)]
-#[error("{}{}: {msg}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+#[derive(Debug, Default, thiserror::Error)]
+#[error("{}", self.render())]
 pub struct PolicyError {
     pub file: PathBuf,
     /// 1-based line of the offending key or table, when known.
     pub line: Option<usize>,
     pub msg: String,
+    /// More problems found in the same load (every file is read; `check` names them all).
+    pub also: Vec<PolicyError>,
+}
+
+impl PolicyError {
+    /// Every problem: this one and those found with it.
+    pub fn each(&self) -> impl Iterator<Item = &PolicyError> {
+        std::iter::once(self).chain(self.also.iter())
+    }
+
+    fn render(&self) -> String {
+        self.each()
+            .map(|e| {
+                format!(
+                    "{}{}: {}",
+                    e.file.display(),
+                    e.line.map(|l| format!(":{l}")).unwrap_or_default(),
+                    e.msg
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn all(mut errors: Vec<PolicyError>) -> PolicyError {
+        let mut first = errors.remove(0);
+        first.also.extend(errors);
+        first
+    }
 }
 
 /// The renewal policy of one product, as loaded from one file.
@@ -89,6 +118,14 @@ pub struct Rule {
 }
 
 impl Policy {
+    /// The longest `before` it or any of its excepts says (what the sync window must cover).
+    pub fn longest_before(&self) -> Duration {
+        self.excepts
+            .iter()
+            .filter_map(|e| e.before)
+            .fold(self.before, Duration::max)
+    }
+
     /// The rule for `license`: the first matching except, its missing keys inherited from the
     /// top level; the top level when none matches.
     pub fn rule_for(&self, license: &License) -> Rule {
@@ -138,6 +175,7 @@ impl Policies {
             file: dir.to_owned(),
             line: None,
             msg,
+            ..Default::default()
         };
         let entries = std::fs::read_dir(dir)
             .map_err(|e| folder_err(format!("cannot read the policy folder: {e}")))?;
@@ -160,27 +198,43 @@ impl Policies {
         }
         paths.sort();
         ignored.sort();
+        // Every file is read and parsed, so one run names every mistake.
+        let mut errors = Vec::new();
         let mut sources = Vec::with_capacity(paths.len());
         for path in paths {
             // Every `*.toml` (any case) must be a policy that can be read: a file that cannot
             // be is refused by name, never skipped (a skipped policy silently renews nothing).
-            let bytes =
-                crate::files::read_regular_file(&path, MAX_POLICY_BYTES).map_err(|msg| {
-                    PolicyError {
+            let bytes = match crate::files::read_regular_file(&path, MAX_POLICY_BYTES) {
+                Ok(b) => b,
+                Err(msg) => {
+                    errors.push(PolicyError {
                         file: path.clone(),
-                        line: None,
                         msg,
-                    }
-                })?;
+                        ..Default::default()
+                    });
+                    continue;
+                }
+            };
             let hash = sha256_hex(&bytes);
-            let text = String::from_utf8(bytes).map_err(|_| PolicyError {
-                file: path.clone(),
-                line: None,
-                msg: "not UTF-8 text".into(),
-            })?;
-            sources.push((path, text, hash));
+            match String::from_utf8(bytes) {
+                Ok(text) => sources.push((path, text, hash)),
+                Err(_) => errors.push(PolicyError {
+                    file: path.clone(),
+                    msg: "not UTF-8 text".into(),
+                    ..Default::default()
+                }),
+            }
         }
-        let mut policies = Policies::build(sources, catalog)?;
+        let built = Policies::build(sources, catalog);
+        if !errors.is_empty() {
+            if let Err(mut e) = built {
+                let also = std::mem::take(&mut e.also);
+                errors.push(e);
+                errors.extend(also);
+            }
+            return Err(PolicyError::all(errors));
+        }
+        let mut policies = built?;
         policies.ignored = ignored;
         Ok(policies)
     }
@@ -207,10 +261,17 @@ impl Policies {
         catalog: &Catalog,
     ) -> Result<Policies, PolicyError> {
         let mut list: Vec<Policy> = Vec::with_capacity(sources.len());
+        let mut errors = Vec::new();
         for (file, text, hash) in sources {
-            let (policy, product_line) = parse(file, &text, hash, catalog)?;
+            let (policy, product_line) = match parse(file, &text, hash, catalog) {
+                Ok(p) => p,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
             if let Some(first) = list.iter().find(|p| p.product == policy.product) {
-                return Err(PolicyError {
+                errors.push(PolicyError {
                     msg: format!(
                         "{} already has a policy in {} (one file per product)",
                         policy.product_name,
@@ -218,9 +279,14 @@ impl Policies {
                     ),
                     file: policy.file,
                     line: Some(product_line),
+                    ..Default::default()
                 });
+                continue;
             }
             list.push(policy);
+        }
+        if !errors.is_empty() {
+            return Err(PolicyError::all(errors));
         }
         Ok(Policies {
             list,
@@ -330,6 +396,7 @@ impl Source<'_> {
             file: self.file.to_owned(),
             line: span.map(|s| self.line(&s)),
             msg: msg.into(),
+            ..Default::default()
         }
     }
 

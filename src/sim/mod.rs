@@ -258,9 +258,9 @@ pub async fn start(listen: SocketAddr, cfg: SimConfig) -> std::io::Result<SimHan
 pub async fn run_forever(listen: SocketAddr, cfg: SimConfig) -> std::io::Result<()> {
     let h = start(listen, cfg).await?;
     if !listen.ip().is_loopback() {
-        tracing::warn!(%listen, "simulator listening beyond loopback; its /_sim/ control API has no authentication");
+        tracing::warn!(event = "sim", %listen, "simulator listening beyond loopback; its /_sim/ control API has no authentication");
     }
-    tracing::info!(url = %h.url(), "simulator listening");
+    tracing::info!(event = "sim", url = %h.url(), "simulator listening");
     tokio::signal::ctrl_c().await?;
     h.shutdown().await;
     Ok(())

@@ -57,7 +57,7 @@ pub(crate) async fn accept_loop(
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "simulator accept failed");
+                    tracing::warn!(event = "sim", error = %e, "simulator accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
@@ -78,7 +78,7 @@ async fn serve_connection(socket: TcpStream, shared: Arc<Shared>, mut stop: watc
         }
     };
     if let Err(e) = result {
-        tracing::debug!(error = %e, "simulator connection ended with an error");
+        tracing::debug!(event = "sim", error = %e, "simulator connection ended with an error");
     }
 }
 
@@ -135,7 +135,7 @@ async fn billmgr(
     let Some(fault) = fault else {
         return Ok(xml(process(&shared, &params)));
     };
-    tracing::debug!(?fault, %func, "simulator injects a fault");
+    tracing::debug!(event = "sim", ?fault, %func, "simulator injects a fault");
     match fault {
         FaultKind::Delay { ms } => {
             tokio::time::sleep(Duration::from_millis(ms)).await;

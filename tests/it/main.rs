@@ -4,6 +4,7 @@
 mod alerts;
 mod badinput;
 mod bounds;
+mod check;
 mod cli;
 mod client;
 mod contrib;
