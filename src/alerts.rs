@@ -855,6 +855,7 @@ async fn deliver(
 /// environment; what it writes to stderr is logged.
 async fn run_command(cmd: &[String], row: &AlertRow, timeout: Duration) -> Result<(), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _sigpipe = IgnoreSigpipe::new();
     let (program, args) = cmd.split_first().ok_or("empty command")?;
     let mut child = tokio::process::Command::new(program)
         .args(args)
@@ -912,6 +913,29 @@ async fn run_command(cmd: &[String], row: &AlertRow, timeout: Duration) -> Resul
         Ok(())
     } else {
         Err(format!("{program} exited with {status}"))
+    }
+}
+
+/// While a hook runs, SIGPIPE is ignored: a hook that exits without reading its stdin must
+/// not kill licrenew (one-shot commands restore SIGPIPE's default so that `| head` ends them
+/// quietly; the service never does). The write then fails with EPIPE, which is ignored.
+struct IgnoreSigpipe(libc::sighandler_t);
+
+impl IgnoreSigpipe {
+    fn new() -> IgnoreSigpipe {
+        // SAFETY: changing a signal's disposition touches no memory of ours.
+        IgnoreSigpipe(unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) })
+    }
+}
+
+impl Drop for IgnoreSigpipe {
+    fn drop(&mut self) {
+        if self.0 != libc::SIG_ERR {
+            // SAFETY: as above; restores what was there.
+            unsafe {
+                libc::signal(libc::SIGPIPE, self.0);
+            }
+        }
     }
 }
 

@@ -379,3 +379,26 @@ async fn plain_smtp_to_another_host_is_refused_by_check() {
         stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn a_hook_that_does_not_read_its_input_does_not_kill_a_one_shot_command() {
+    let env = Env::new().await;
+    env.write_policy("lite.toml", LITE);
+    // Enough alerts (no policy covers ISPmanager Pro) for a digest larger than a pipe's buffer:
+    // the write meets a closed pipe, whatever the timing.
+    for elid in 7000..7400 {
+        env.place(elid, env.p.pro, env.p.pro_month, env.today() + days(2), 2);
+    }
+    env.write_config("[alerts]\ncommand = \"/bin/sh -c 'exec 0<&-; exit 0'\"\n");
+
+    let out = env.run(&["renew"]).await;
+
+    assert_eq!(code(&out), 0, "killed by SIGPIPE? {:?}", out.status);
+    assert!(
+        events(&out, "alert_delivered")
+            .iter()
+            .any(|e| e["sink"] == "command"),
+        "{}",
+        stderr(&out)
+    );
+}

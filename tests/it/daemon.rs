@@ -515,10 +515,12 @@ async fn a_kill_9_while_the_paid_call_is_in_flight_leads_to_one_extension_not_tw
 
     wait_for(
         || {
-            // 2007 is renewed concurrently: wait for 2001's own paid call.
+            // 2007 is renewed concurrently: wait for 2001's own paid call, and for 2007's to
+            // be applied (otherwise a kill before the server applied it leaves 2007 settling
+            // and the second run exits 1 for that reason, not for 2001's).
             env.sim.requests().iter().any(|r| {
                 r.func == env.p.renew_func && r.form.iter().any(|(k, v)| k == "elid" && v == "2001")
-            })
+            }) && env.sim.paid_calls(2007) == 1
         },
         "the paid call in flight",
     )
