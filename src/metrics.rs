@@ -759,73 +759,31 @@ mod tests {
     #[test]
     fn a_deleted_or_gone_license_loses_its_series() {
         let today = date(2026, 11, 28);
+        let lite = |elid: i64, status: &str, day: u32| {
+            view(
+                elid,
+                &format!("web-{elid}"),
+                "ISPmanager Lite",
+                status,
+                date(2026, 12, day),
+                "renew",
+                None,
+            )
+        };
         let m = Metrics::new();
         m.set_licenses(
             &[
-                view(
-                    11,
-                    "web-1",
-                    "ISPmanager Lite",
-                    "active",
-                    date(2026, 12, 1),
-                    "renew",
-                    None,
-                ),
-                view(
-                    12,
-                    "web-2",
-                    "ISPmanager Lite",
-                    "active",
-                    date(2026, 12, 5),
-                    "renew",
-                    None,
-                ),
-                view(
-                    13,
-                    "web-3",
-                    "ISPmanager Lite",
-                    "ordered",
-                    date(2026, 12, 9),
-                    "renew",
-                    None,
-                ),
+                lite(11, "active", 1),
+                lite(12, "active", 5),
+                lite(13, "ordered", 9),
             ],
             today,
         );
-        let mut gone = view(
-            13,
-            "web-3",
-            "ISPmanager Lite",
-            "ordered",
-            date(2026, 12, 9),
-            "renew",
-            None,
-        );
+        let mut gone = lite(13, "ordered", 9);
         gone.gone_since = Some(at(1, 0));
-        let deleted = view(
-            12,
-            "web-2",
-            "ISPmanager Lite",
-            "deleted",
-            date(2026, 12, 5),
-            "renew",
-            None,
-        );
 
         m.set_licenses(
-            &[
-                view(
-                    11,
-                    "web-1",
-                    "ISPmanager Lite",
-                    "active",
-                    date(2026, 12, 1),
-                    "renew",
-                    None,
-                ),
-                deleted,
-                gone,
-            ],
+            &[lite(11, "active", 1), lite(12, "deleted", 5), gone],
             today,
         );
         let text = m.render();
