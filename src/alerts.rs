@@ -172,6 +172,9 @@ pub struct CycleFacts<'a> {
     pub alert_before: Duration,
     /// Problems alerted earlier and not resolved yet, by subject.
     pub open: &'a HashMap<String, OpenProblem>,
+    /// The stored licenses of open license problems (a license renewed elsewhere or deleted
+    /// leaves the listed window: its problem is resolved from what the sync re-read).
+    pub stored: &'a HashMap<i64, crate::store::StoredLicense>,
 }
 
 /// The alerts a finished cycle raises, and the `resolved` alerts of the problems it cleared.
@@ -264,6 +267,9 @@ pub fn raise(f: &CycleFacts) -> Vec<Alert> {
                 }
             }
         }
+    }
+    for a in &mut out {
+        a.cycle = Some(cycle);
     }
     let m = &report.money;
     if m.skipped_for_balance > 0 && !f.open.contains_key("balance") {
@@ -371,67 +377,80 @@ pub fn raise(f: &CycleFacts) -> Vec<Alert> {
         .checked_add_days(chrono::Days::new(f.alert_before.as_secs().div_ceil(86_400)))
         .unwrap_or(NaiveDate::MAX);
     for l in f.listed {
-        if attempted.contains(&l.elid)
-            || l.expiry > horizon
-            || matches!(l.status, Status::Deleted)
-            || f.open.contains_key(&license_subject(l.elid))
+        if attempted.contains(&l.elid) || l.expiry > horizon || matches!(l.status, Status::Deleted)
         {
             continue;
         }
+        // Past due is worse than "expires soon": it is raised (critical, its own id) even
+        // while a problem about the license, or a cycle-wide cause, is open.
+        let past_due = l.expiry < f.today;
+        let suffix = if past_due { ":expired" } else { "" };
+        if !past_due && f.open.contains_key(&license_subject(l.elid)) {
+            continue;
+        }
         // The billing renews these by itself; only a past-due one means its autoprolong failed.
-        let billing_renews = |override_autoprolong: bool| {
-            l.autoprolong && !override_autoprolong && l.expiry >= f.today
-        };
+        let billing_renews =
+            |override_autoprolong: bool| l.autoprolong && !override_autoprolong && !past_due;
         let product = f.catalog.product_name(l.product);
-        match f.policies.for_product(l.product) {
+        let (kind, severity, reason) = match f.policies.for_product(l.product) {
             None => {
                 if billing_renews(false) {
                     continue;
                 }
-                let lapsed = l.expiry < f.today;
-                out.push(
-                    Alert::new(
-                        "expiring_uncovered",
-                        if lapsed { Severity::Critical } else { Severity::Warning },
-                        format!("expiring_uncovered:{}:{}", l.elid, l.expiry),
-                        "no policy",
-                        format!(
-                            "license {} ({}) {} on {} and no policy covers {product}: licrenew will not renew it",
-                            l.elid,
-                            l.licname,
-                            if lapsed { "expired" } else { "expires" },
-                            l.expiry
-                        ),
-                    )
-                    .license(l.elid, &l.licname, &product, l.expiry)
-                    .cycle(cycle),
-                );
+                let severity = if past_due {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                };
+                ("expiring_uncovered", severity, "no policy")
             }
             Some(policy) => {
                 if !policy.rule_for(l).renew || billing_renews(policy.override_autoprolong) {
                     continue;
                 }
                 let reason = skipped.get(&l.elid).copied().unwrap_or("not renewed");
-                // A cycle-wide cause has its own alert (balance, spend cap, failed cycle).
-                if matches!(reason, "balance" | "spend cap") || failed_cycle {
+                // A renewal already on its way (paid, being applied, settling) is no problem.
+                if ["already renewed", "processing", "settling"]
+                    .iter()
+                    .any(|r| reason.starts_with(r))
+                {
                     continue;
                 }
-                out.push(
-                    Alert::new(
-                        "expiring_unrenewed",
-                        Severity::Critical,
-                        format!("expiring_unrenewed:{}:{}", l.elid, l.expiry),
-                        reason,
-                        format!(
-                            "license {} ({}) expires on {} and is still not renewed although a policy covers it ({reason})",
-                            l.elid, l.licname, l.expiry
-                        ),
-                    )
-                    .license(l.elid, &l.licname, &product, l.expiry)
-                    .cycle(cycle),
-                );
+                // A cycle-wide cause has its own alert (balance, spend cap, failed cycle),
+                // until the license is past due.
+                let cycle_wide = ["balance", "spend cap"]
+                    .iter()
+                    .any(|r| reason.starts_with(r))
+                    || failed_cycle;
+                if cycle_wide && !past_due {
+                    continue;
+                }
+                ("expiring_unrenewed", Severity::Critical, reason)
             }
-        }
+        };
+        let verb = if past_due { "expired" } else { "expires" };
+        let message = if kind == "expiring_uncovered" {
+            format!(
+                "license {} ({}) {verb} on {} and no policy covers {product}: licrenew will not renew it",
+                l.elid, l.licname, l.expiry
+            )
+        } else {
+            format!(
+                "license {} ({}) {verb} on {} and is still not renewed although a policy covers it ({reason})",
+                l.elid, l.licname, l.expiry
+            )
+        };
+        out.push(
+            Alert::new(
+                kind,
+                severity,
+                format!("{kind}:{}:{}{suffix}", l.elid, l.expiry),
+                reason,
+                message,
+            )
+            .license(l.elid, &l.licname, &product, l.expiry)
+            .cycle(cycle),
+        );
     }
     out.extend(resolutions(f));
     out
@@ -447,53 +466,31 @@ fn resolutions(f: &CycleFacts) -> Vec<Alert> {
         .filter(|e| matches!(e.outcome, Outcome::Ok | Outcome::ReconciledOk))
         .map(|e| (e.elid, e))
         .collect();
-    let ran = !matches!(report.outcome.as_str(), "auth_failed" | "api_failed");
+    // Only a cycle that ran to its end can clear a problem: an interrupted one checked nothing.
+    let ran = matches!(report.outcome.as_str(), "ok" | "failed");
     let mut out = Vec::new();
     let open: BTreeMap<&String, &OpenProblem> = f.open.iter().collect();
     for (subject, p) in open {
         let before = p.alert.as_ref();
         let why: Option<String> = match subject.as_str() {
-            "login" => (report.outcome != "auth_failed").then(|| "login accepted".into()),
+            "login" => ran.then(|| "login accepted".into()),
             "api" => ran.then(|| "the API answers again".into()),
-            "balance" => (ran && report.money.skipped_for_balance == 0)
-                .then(|| "the balance covers the renewals".into()),
-            "spend_cap" => (ran && report.money.skipped_for_spend_cap == 0)
+            "balance" => {
+                (ran && report.money.balance.is_some() && report.money.skipped_for_balance == 0)
+                    .then(|| "the balance covers the renewals".into())
+            }
+            "spend_cap" => (ran
+                && report.money.spent_last_day.is_some()
+                && report.money.skipped_for_spend_cap == 0)
                 .then(|| "renewals are within max_spend_per_day again".into()),
             "unreadable_rows" => {
-                (ran && report.unreadable_rows == 0 && report.outcome != "interrupted")
-                    .then(|| "every listed row was read".into())
+                (ran && report.unreadable_rows == 0).then(|| "every listed row was read".into())
             }
             s => match s
                 .strip_prefix("license:")
                 .and_then(|e| e.parse::<i64>().ok())
             {
-                Some(elid) => {
-                    if let Some(ev) = renewed.get(&elid) {
-                        Some(format!(
-                            "renewed: {} → {}",
-                            ev.expiry,
-                            ev.new_expiry
-                                .map(|d| d.to_string())
-                                .unwrap_or_else(|| "?".into())
-                        ))
-                    } else {
-                        match (listed.get(&elid), before.and_then(|a| a.expiry)) {
-                            (Some(l), Some(was)) if l.expiry > was => {
-                                Some(format!("expiry moved: {was} → {}", l.expiry))
-                            }
-                            (Some(l), _) if p.kind == "expiring_uncovered" => {
-                                f.policies.for_product(l.product).map(|policy| {
-                                    if policy.rule_for(l).renew {
-                                        "a policy covers it now".into()
-                                    } else {
-                                        "a policy says renew = false".into()
-                                    }
-                                })
-                            }
-                            _ => None,
-                        }
-                    }
-                }
+                Some(elid) => license_resolution(f, p, elid, &listed, &renewed, ran),
                 None => None,
             },
         };
@@ -528,6 +525,58 @@ fn resolutions(f: &CycleFacts) -> Vec<Alert> {
     out
 }
 
+/// Why a license's open problem cleared, if it did: renewed this cycle; its expiry moved past
+/// the one alerted (listed, or re-read by the sync after it left the window); deleted or gone;
+/// or, for `expiring_uncovered`, a policy decides about it now.
+fn license_resolution(
+    f: &CycleFacts,
+    p: &OpenProblem,
+    elid: i64,
+    listed: &HashMap<i64, &License>,
+    renewed: &HashMap<i64, &Event>,
+    ran: bool,
+) -> Option<String> {
+    if let Some(ev) = renewed.get(&elid) {
+        return Some(format!(
+            "renewed: {} → {}",
+            ev.expiry,
+            ev.new_expiry
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "?".into())
+        ));
+    }
+    if !ran {
+        return None;
+    }
+    let stored = f.stored.get(&elid);
+    let was = p.alert.as_ref().and_then(|a| a.expiry);
+    let (expiry, product) = match (listed.get(&elid), stored) {
+        (Some(l), _) => (l.expiry, l.product),
+        (None, Some(s)) if s.gone_since.is_some() => return Some("license gone".into()),
+        (None, Some(s)) if s.status == 4 => return Some("license deleted".into()),
+        (None, Some(s)) => (s.expiry, s.product),
+        (None, None) => return None,
+    };
+    if let Some(was) = was
+        && expiry > was
+    {
+        return Some(format!("expiry moved: {was} → {expiry}"));
+    }
+    if p.kind == "expiring_uncovered" {
+        let policy = f.policies.for_product(product)?;
+        let renews = match listed.get(&elid) {
+            Some(l) => policy.rule_for(l).renew,
+            None => policy.renew,
+        };
+        return Some(if renews {
+            "a policy covers it now".into()
+        } else {
+            "a policy says renew = false".into()
+        });
+    }
+    None
+}
+
 /// A one-line summary of a cycle, for `notify = "all"`.
 pub fn cycle_summary(report: &CycleReport) -> Alert {
     let mut a = Alert::new(
@@ -553,6 +602,9 @@ pub async fn queue(
     now: DateTime<Utc>,
 ) -> Result<u32, StoreError> {
     let mut fresh = Vec::new();
+    // Resolutions first: they close what was open before this cycle, never what it raises.
+    let mut alerts = alerts;
+    alerts.sort_by_key(|a| a.kind != "resolved");
     for mut a in alerts {
         a.timestamp = now;
         a.host = settings.host.clone();
@@ -560,7 +612,7 @@ pub async fn queue(
         #[allow(clippy::if_same_then_else)]
         let new = if a.kind == "resolved" {
             let closed = match &a.subject {
-                Some(s) => store.resolve_problem(s, now).await?,
+                Some(s) => store.resolve_problem(s, &a.resolves, now).await?,
                 None => Vec::new(),
             };
             if a.resolves.is_empty() {
@@ -711,25 +763,26 @@ impl Digest {
     }
 }
 
-/// Delivers due alerts until `stop`; `wake` makes it look at the outbox at once.
+/// Delivers due alerts until `stop`; `wake` makes it look at the outbox at once. The
+/// settings are those in `settings` at each pass (a reload changes them).
 pub async fn deliver_forever(
     store: Store,
-    settings: AlertSettings,
+    settings: watch::Receiver<AlertSettings>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     wake: std::sync::Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let Some(http) = http_client(&settings) else {
-        return;
-    };
     loop {
-        if let Err(e) = deliver_due(&store, &settings, &http, Some(&metrics)).await {
+        let current = settings.borrow().clone();
+        if let Some(http) = http_client(&current)
+            && let Err(e) = deliver_due(&store, &current, &http, Some(&metrics), Some(&stop)).await
+        {
             tracing::error!(event = "alert_outbox", error = %e, "alerts: outbox unavailable");
         }
         tokio::select! {
             _ = stop.changed() => return,
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(settings.retry.min(Duration::from_secs(30))) => {}
+            _ = tokio::time::sleep(current.retry.min(Duration::from_secs(30))) => {}
         }
     }
 }
@@ -756,7 +809,7 @@ pub async fn deliver_once(store: &Store, settings: &AlertSettings) -> Result<(),
         return Ok(());
     }
     match http_client(settings) {
-        Some(http) => deliver_due(store, settings, &http, None).await,
+        Some(http) => deliver_due(store, settings, &http, None, None).await,
         None => Ok(()),
     }
 }
@@ -767,8 +820,13 @@ pub async fn deliver_due(
     settings: &AlertSettings,
     http: &reqwest::Client,
     metrics: Option<&crate::metrics::Metrics>,
+    stop: Option<&watch::Receiver<bool>>,
 ) -> Result<(), StoreError> {
     for row in store.due_alerts(Utc::now(), 100).await? {
+        // A stop ends the pass between deliveries (what is left stays in the outbox).
+        if stop.is_some_and(|s| *s.borrow()) {
+            break;
+        }
         let started = std::time::Instant::now();
         match deliver(&row, settings, http).await {
             Ok(()) => {
@@ -873,32 +931,66 @@ async fn run_command(cmd: &[String], row: &AlertRow, timeout: Duration) -> Resul
         .env("LICRENEW_ALERT_KIND", &row.event)
         .env("LICRENEW_ALERT_SEVERITY", &row.severity)
         .env("LICRENEW_ALERT_ID", &row.alert_id)
+        // Its own process group: a timeout kills what it started too.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let pid = child.id();
+    // stderr is read on the side (the first 16 KiB kept, the rest drained, never left to
+    // fill the pipe); the verdict is the exit status, not the end of stderr, which a
+    // background child of the hook may hold open.
+    let stderr = child.stderr.take();
+    let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = kept.clone();
+    let reader = tokio::spawn(async move {
+        let Some(mut e) = stderr else { return };
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = e.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            let mut k = sink
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let room = (16 * 1024usize).saturating_sub(k.len());
+            k.extend_from_slice(&buf[..n.min(room)]);
+        }
+    });
     let stdin = child.stdin.take();
     let payload = row.payload.clone();
-    let writer = async move {
+    let run = async {
         if let Some(mut stdin) = stdin {
             let _ = stdin.write_all(payload.as_bytes()).await;
         }
+        child.wait().await
     };
-    let mut stderr = child.stderr.take();
-    let reader = async move {
-        let mut buf = Vec::new();
-        if let Some(e) = stderr.as_mut() {
-            let _ = e.take(16 * 1024).read_to_end(&mut buf).await;
+    let status = match tokio::time::timeout(timeout, run).await {
+        Ok(status) => status.map_err(|e| format!("{program}: {e}"))?,
+        Err(_) => {
+            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                // SAFETY: a signal to the hook's own process group.
+                unsafe {
+                    libc::kill(-pid, libc::SIGKILL);
+                }
+            }
+            reader.abort();
+            return Err(format!("{program} did not finish within {timeout:?}"));
         }
-        buf
     };
-    let run = async {
-        let ((), err) = tokio::join!(writer, reader);
-        (child.wait().await, err)
-    };
-    let (status, err) = tokio::time::timeout(timeout, run)
+    let mut reader = reader;
+    if tokio::time::timeout(Duration::from_millis(200), &mut reader)
         .await
-        .map_err(|_| format!("{program} did not finish within {timeout:?}"))?;
-    let status = status.map_err(|e| format!("{program}: {e}"))?;
+        .is_err()
+    {
+        // A background child of the hook holds stderr open: what was read is enough.
+        reader.abort();
+    }
+    let err = std::mem::take(
+        &mut *kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
     for line in String::from_utf8_lossy(&err)
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -1097,6 +1189,7 @@ mod tests {
             today: today(),
             alert_before: Duration::from_secs(72 * 3600),
             open,
+            stored: &HashMap::new(),
         })
     }
 
@@ -1360,8 +1453,260 @@ mod tests {
             today: today(),
             alert_before: Duration::from_secs(u64::MAX / 2),
             open: &HashMap::new(),
+            stored: &HashMap::new(),
         });
         assert!(out.is_empty());
+    }
+
+    fn open_with(alert: &Alert) -> HashMap<String, OpenProblem> {
+        HashMap::from([(
+            alert.subject.clone().expect("a subject"),
+            OpenProblem {
+                ids: vec![alert.id.clone()],
+                kind: alert.kind.clone(),
+                alert: Some(alert.clone()),
+            },
+        )])
+    }
+
+    #[test]
+    fn past_due_escalates_to_critical_even_while_a_problem_is_open() {
+        let soon = lic(41, "ISPmanager Pro", 2);
+        let first = raise_with(
+            &report("ok", 0),
+            std::slice::from_ref(&soon),
+            &policies(LITE),
+            &HashMap::new(),
+        );
+        let mut lapsed = soon.clone();
+        lapsed.expiry = today() - chrono::Days::new(1);
+        let mut earlier = first[0].clone();
+        earlier.expiry = Some(lapsed.expiry);
+        let open_same_expiry = open_with(&earlier);
+
+        let later = raise_with(
+            &report("ok", 0),
+            std::slice::from_ref(&lapsed),
+            &policies(LITE),
+            &open_same_expiry,
+        );
+
+        assert_eq!(first[0].severity, Severity::Warning);
+        assert_eq!(later.len(), 1, "{later:?}");
+        assert_eq!(later[0].severity, Severity::Critical);
+        assert_eq!(
+            later[0].id,
+            format!("expiring_uncovered:41:{}:expired", lapsed.expiry)
+        );
+    }
+
+    #[test]
+    fn a_covered_license_past_due_is_alerted_even_when_the_balance_is_the_cause() {
+        let mut l = lic(42, "ISPmanager Lite", 0);
+        l.expiry = today() - chrono::Days::new(1);
+        let mut r = report("ok", 0);
+        let mut skipped = event(&l, Outcome::Skipped);
+        skipped.reason = Some("balance".into());
+        r.events.push(skipped);
+        let soon = lic(43, "ISPmanager Lite", 1);
+        let mut s2 = event(&soon, Outcome::Skipped);
+        s2.reason = Some("spend cap (cost unknown: 43)".into());
+        r.events.push(s2);
+
+        let out = raise_with(&r, &[l, soon], &policies(LITE), &HashMap::new());
+
+        assert_eq!(
+            kinds(&out),
+            [("expiring_unrenewed".to_owned(), Some(42))],
+            "{out:?}"
+        );
+        assert!(out[0].id.ends_with(":expired"));
+        assert_eq!(out[0].reason, "balance");
+    }
+
+    #[test]
+    fn a_problem_resolves_from_the_stored_license_when_it_left_the_window() {
+        let l = lic(44, "ISPmanager Pro", 2);
+        let first = raise_with(
+            &report("ok", 0),
+            std::slice::from_ref(&l),
+            &policies(LITE),
+            &HashMap::new(),
+        );
+        let open = open_with(&first[0]);
+        let stored_row = |expiry: NaiveDate, gone: bool| crate::store::StoredLicense {
+            elid: 44,
+            licname: l.licname.clone(),
+            ip: l.ip.clone(),
+            product: l.product,
+            period: None,
+            expiry,
+            status: 2,
+            status_raw: "2".into(),
+            first_seen: Utc::now(),
+            last_seen: Utc::now(),
+            gone_since: gone.then(Utc::now),
+            last_outcome: None,
+            last_reason: None,
+            last_decided: None,
+            autoprolong: false,
+            lapsed_since: None,
+            pricelist_label: None,
+            special: None,
+            cost_cents: None,
+            cost_currency: None,
+        };
+        let facts = |stored: &HashMap<i64, crate::store::StoredLicense>, outcome: &str| {
+            raise(&CycleFacts {
+                report: &report(outcome, 0),
+                listed: &[],
+                policies: &policies(LITE),
+                catalog: &catalog(),
+                today: today(),
+                alert_before: Duration::from_secs(72 * 3600),
+                open: &open,
+                stored,
+            })
+        };
+        let moved = HashMap::from([(44, stored_row(l.expiry + chrono::Days::new(365), false))]);
+        let gone = HashMap::from([(44, stored_row(l.expiry, true))]);
+
+        let by_move = facts(&moved, "ok");
+        let by_gone = facts(&gone, "ok");
+        let interrupted = facts(&moved, "interrupted");
+
+        assert_eq!(by_move.len(), 1, "{by_move:?}");
+        assert_eq!(by_move[0].kind, "resolved");
+        assert!(
+            by_move[0].reason.starts_with("expiry moved: "),
+            "{:?}",
+            by_move[0]
+        );
+        assert_eq!(by_gone[0].reason, "license gone");
+        assert!(
+            interrupted.is_empty(),
+            "an interrupted cycle checked nothing: {interrupted:?}"
+        );
+    }
+
+    #[test]
+    fn an_interrupted_or_api_failed_cycle_resolves_no_login_balance_or_spend_cap() {
+        let mut open = HashMap::new();
+        for subject in ["login", "balance", "spend_cap", "api"] {
+            open.insert(
+                subject.to_owned(),
+                OpenProblem {
+                    ids: vec![format!("{subject}:1")],
+                    kind: "x".into(),
+                    alert: None,
+                },
+            );
+        }
+        let none = Policies::default();
+
+        let interrupted = raise_with(&report("interrupted", 0), &[], &none, &open);
+        let api_failed = raise_with(&report("api_failed", 0), &[], &none, &open);
+        let ok = raise_with(&report("ok", 0), &[], &none, &open);
+
+        assert!(interrupted.is_empty(), "{interrupted:?}");
+        assert!(api_failed.is_empty(), "{api_failed:?}");
+        // Balance and spend cap were not checked (no balance read, no cap counted).
+        let mut cleared: Vec<_> = ok.iter().map(|a| a.reason.as_str()).collect();
+        cleared.sort();
+        assert_eq!(cleared, ["login accepted", "the API answers again"]);
+    }
+
+    #[tokio::test]
+    async fn the_store_reopens_a_resolved_id_and_resolves_only_what_was_open_before() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(&dir.path().join("a.db")).await.expect("store");
+        let settings = crate::config::AlertSettings {
+            webhook: None,
+            webhook_headers: Vec::new(),
+            command: None,
+            email: None,
+            alert_before: Duration::from_secs(3600),
+            timeout: Duration::from_secs(1),
+            retry: Duration::from_secs(1),
+            digest: true,
+            notify: NotifyLevel::Error,
+            host: "h".into(),
+        };
+        let l = lic(45, "ISPmanager Pro", 2);
+        let uncovered = raise_with(
+            &report("ok", 0),
+            std::slice::from_ref(&l),
+            &policies(LITE),
+            &HashMap::new(),
+        );
+        let mut resolved = Alert::new(
+            "resolved",
+            Severity::Info,
+            "resolved:license:45:2".into(),
+            "x",
+            "x".into(),
+        );
+        resolved.subject = Some("license:45".into());
+        let mut err = Alert::new(
+            "renewal_error",
+            Severity::Critical,
+            "renewal_error:45:x".into(),
+            "refused",
+            "x".into(),
+        );
+        err.subject = Some("license:45".into());
+
+        let first = queue(&store, &settings, uncovered.clone(), Utc::now())
+            .await
+            .expect("q");
+        let logged_first = store.open_problems().await.expect("open").len();
+        // One call: the resolution of the old problem and a new problem of the same license.
+        queue(
+            &store,
+            &settings,
+            vec![err.clone(), resolved.clone()],
+            Utc::now(),
+        )
+        .await
+        .expect("q");
+        let open_after = store.open_problems().await.expect("open");
+        // The first problem raised again after its resolution is new again.
+        let mut resolved2 = resolved.clone();
+        resolved2.id = "resolved:license:45:3".into();
+        queue(&store, &settings, vec![resolved2], Utc::now())
+            .await
+            .expect("q");
+        let reopened = store
+            .record_alert(
+                &uncovered[0].id,
+                "expiring_uncovered",
+                Some("license:45"),
+                "{}",
+                Utc::now(),
+            )
+            .await
+            .expect("record");
+        let again = store
+            .record_alert(
+                &uncovered[0].id,
+                "expiring_uncovered",
+                Some("license:45"),
+                "{}",
+                Utc::now(),
+            )
+            .await
+            .expect("record");
+        store.close().await;
+
+        assert_eq!(first, 0, "no destination: nothing queued for delivery");
+        assert_eq!(logged_first, 1);
+        assert_eq!(
+            open_after.get("license:45").map(|p| p.ids.clone()),
+            Some(vec!["renewal_error:45:x".to_owned()]),
+            "the new problem stays open"
+        );
+        assert!(reopened, "raised again after its resolution: new");
+        assert!(!again, "still open: not new");
     }
 
     #[test]

@@ -541,6 +541,17 @@ pub struct AlertSettings {
     pub host: String,
 }
 
+impl NotifyLevel {
+    /// As written in the config.
+    pub fn name(&self) -> &'static str {
+        match self {
+            NotifyLevel::Error => "error",
+            NotifyLevel::Renewed => "renewed",
+            NotifyLevel::All => "all",
+        }
+    }
+}
+
 impl AlertSettings {
     /// The configured destinations (`webhook`, `command`, `email`).
     pub fn sinks(&self) -> Vec<&'static str> {
@@ -1091,6 +1102,9 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
     })();
     let alerts = (|| -> Result<AlertSettings, ConfigError> {
         let a = raw.alerts;
+        if a.timeout.is_zero() {
+            return Err(err("alerts.timeout", "must be more than 0s".into()));
+        }
         let webhook = match a.webhook {
             None => None,
             Some(u) => {
@@ -1314,6 +1328,8 @@ fn resolve_program(base: &Path, word: &str) -> String {
     if p.is_absolute() {
         return word.to_owned();
     }
+    // Absolute, so `check` and the service find it whatever their working directory.
+    let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
     let beside = base.join(p);
     if word.contains('/') || beside.is_file() {
         return beside.to_string_lossy().into_owned();

@@ -137,10 +137,10 @@ impl CycleReport {
 /// `alert_before`, so no license a policy should renew or an alert should name goes unlisted.
 pub fn effective_window(settings: &Settings, policies: &Policies) -> (Duration, Option<String>) {
     let day = Duration::from_secs(86_400);
-    let mut window = settings.schedule.window;
+    let mut window = settings.schedule.window.min(MAX_WINDOW);
     let mut why = None;
-    for p in policies.iter() {
-        let need = p.longest_before() + day;
+    for p in policies.iter().filter(|p| p.renews_any()) {
+        let need = p.longest_before().saturating_add(day).min(MAX_WINDOW);
         if need > window {
             window = need;
             why = Some(format!(
@@ -150,8 +150,13 @@ pub fn effective_window(settings: &Settings, policies: &Policies) -> (Duration, 
             ));
         }
     }
-    if settings.alerts.alert_before + day > window {
-        window = settings.alerts.alert_before + day;
+    let alert = settings
+        .alerts
+        .alert_before
+        .saturating_add(day)
+        .min(MAX_WINDOW);
+    if alert > window {
+        window = alert;
         why = Some(format!(
             "alerts.alert_before = {}",
             humantime::format_duration(settings.alerts.alert_before)
@@ -160,6 +165,10 @@ pub fn effective_window(settings: &Settings, policies: &Policies) -> (Duration, 
     (window, why)
 }
 
+/// The farthest a sync looks ahead or back (ten years): a larger setting is taken as this, so
+/// a date computed from it never overflows (an overflow would have emptied the window).
+const MAX_WINDOW: Duration = Duration::from_secs(3650 * 86_400);
+
 /// The expiry window of a sync: from `lookback` ago (past-due but not yet deleted licenses) to
 /// the effective window ahead ([`effective_window`]).
 pub fn window(
@@ -167,13 +176,15 @@ pub fn window(
     policies: &Policies,
     today: NaiveDate,
 ) -> (NaiveDate, NaiveDate) {
-    let days = |d: Duration| chrono::Days::new(d.as_secs().div_ceil(86_400));
+    let days = |d: Duration| chrono::Days::new(d.min(MAX_WINDOW).as_secs().div_ceil(86_400));
     let (ahead, _) = effective_window(settings, policies);
     (
         today
             .checked_sub_days(days(settings.schedule.lookback))
-            .unwrap_or(today),
-        today.checked_add_days(days(ahead)).unwrap_or(today),
+            .unwrap_or(NaiveDate::MIN),
+        today
+            .checked_add_days(days(ahead))
+            .unwrap_or(NaiveDate::MAX),
     )
 }
 
@@ -303,11 +314,17 @@ pub async fn run_once(
             .join(", ");
         tracing::info!(event = "decisions", cycle, skipped = reasons.values().sum::<u32>(), reasons = %summary, "decisions not to pay, by reason");
     }
-    if ctx.settings.metrics_listen.is_some() && mode == Mode::Renew {
-        refresh_metrics(ctx).await?;
-    }
     if mode == Mode::Renew {
         let open = ctx.store.open_problems().await?;
+        let mut stored = std::collections::HashMap::new();
+        for elid in open
+            .keys()
+            .filter_map(|s| s.strip_prefix("license:")?.parse::<i64>().ok())
+        {
+            if let Some(l) = ctx.store.license(elid).await? {
+                stored.insert(elid, l);
+            }
+        }
         let mut alerts = crate::alerts::raise(&crate::alerts::CycleFacts {
             report: &report,
             listed: &listed,
@@ -316,11 +333,19 @@ pub async fn run_once(
             today: Utc::now().date_naive(),
             alert_before: ctx.settings.alerts.alert_before,
             open: &open,
+            stored: &stored,
         });
         alerts.push(crate::alerts::cycle_summary(&report));
         if crate::alerts::queue(&ctx.store, &ctx.settings.alerts, alerts, Utc::now()).await? > 0 {
             ctx.alert_wake.notify_one();
         }
+    }
+    // After the alerts: a failure here must not lose them, nor stop the service.
+    if ctx.settings.metrics_listen.is_some()
+        && mode == Mode::Renew
+        && let Err(e) = refresh_metrics(ctx).await
+    {
+        tracing::warn!(event = "metrics", error = %e, "could not refresh the per-license metrics");
     }
     crate::systemd::alive();
     Ok(report)
@@ -1056,9 +1081,11 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
         )
         .await?;
     }
+    // A reload reaches the delivery task too (new destinations, URL, headers, timeouts).
+    let (alerts_tx, alerts_rx) = watch::channel(ctx.settings.alerts.clone());
     let delivery = tokio::spawn(crate::alerts::deliver_forever(
         ctx.store.clone(),
-        ctx.settings.alerts.clone(),
+        alerts_rx,
         ctx.metrics.clone(),
         ctx.alert_wake.clone(),
         stop.clone(),
@@ -1117,6 +1144,7 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
                     Err(why) => tracing::error!(event = "reload", error = %why, "reload refused: keeping the running config and policies"),
                 }
                 record_reload(&ctx, result.err()).await?;
+                alerts_tx.send_replace(ctx.settings.alerts.clone());
                 page_tx.send_replace(Arc::new((ctx.settings.clone(), ctx.policies.clone())));
             }
             Some(scheduled) = ticks.recv() => {
@@ -1136,6 +1164,23 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
                 }
                 if let Err(why) = ensure_generation(&mut ctx).await {
                     tracing::error!(event = "cycle", outcome = "api_failed", error = %why, "cycle not run");
+                    ctx.metrics.cycle_finished(Utc::now(), "api_failed", Duration::ZERO);
+                    // Not silent: the same open problem as a cycle that failed on the API.
+                    let mut a = crate::alerts::Alert::new(
+                        "cycle_failed",
+                        crate::alerts::Severity::Critical,
+                        format!("cycle_failed:api_failed:start:{}", Utc::now().timestamp()),
+                        "API unavailable",
+                        "no cycle can run: the API generation could not be detected".into(),
+                    );
+                    a.subject = Some("api".into());
+                    a.outcome = Some("api_failed".into());
+                    a.error = Some(why.to_string());
+                    if !ctx.store.open_problems().await?.contains_key("api")
+                        && crate::alerts::queue(&ctx.store, &ctx.settings.alerts, vec![a], Utc::now()).await? > 0
+                    {
+                        ctx.alert_wake.notify_one();
+                    }
                     busy.store(false, Ordering::SeqCst);
                     continue;
                 }

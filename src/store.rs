@@ -968,7 +968,7 @@ impl Store {
     }
 
     /// Remembers an alert by its id; with a subject it is an open problem until resolved.
-    /// Returns whether the id was new.
+    /// Returns whether the id was new (or raised again after its problem was resolved).
     pub async fn record_alert(
         &self,
         id: &str,
@@ -978,7 +978,11 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let r = sqlx::query(
-            "INSERT INTO alert_log (id, kind, subject, payload, raised_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING",
+            // An id raised again after its problem was resolved opens it again (new).
+            "INSERT INTO alert_log (id, kind, subject, payload, raised_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT(id) DO UPDATE SET resolved_at = NULL, raised_at = excluded.raised_at,
+                 payload = excluded.payload, subject = excluded.subject
+             WHERE alert_log.resolved_at IS NOT NULL",
         )
         .bind(id)
         .bind(kind)
@@ -990,25 +994,42 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Closes the open problems of `subject`; the ids of the alerts it closed.
+    /// Closes the open problems of `subject` (only the alerts `ids` when given); the ids of
+    /// the alerts it closed.
     pub async fn resolve_problem(
         &self,
         subject: &str,
+        ids: &[String],
         now: DateTime<Utc>,
     ) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(
-            "UPDATE alert_log SET resolved_at = ? WHERE subject = ? AND resolved_at IS NULL RETURNING id",
-        )
-        .bind(now)
-        .bind(subject)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut ids = rows
+        let mut rows = Vec::new();
+        if ids.is_empty() {
+            rows = sqlx::query(
+                "UPDATE alert_log SET resolved_at = ? WHERE subject = ? AND resolved_at IS NULL RETURNING id",
+            )
+            .bind(now)
+            .bind(subject)
+            .fetch_all(&self.pool)
+            .await?;
+        }
+        for id in ids {
+            rows.extend(
+                sqlx::query(
+                    "UPDATE alert_log SET resolved_at = ? WHERE id = ? AND subject = ? AND resolved_at IS NULL RETURNING id",
+                )
+                .bind(now)
+                .bind(id)
+                .bind(subject)
+                .fetch_all(&self.pool)
+                .await?,
+            );
+        }
+        let mut closed = rows
             .iter()
             .map(|r| r.try_get::<String, _>("id"))
             .collect::<Result<Vec<_>, _>>()?;
-        ids.sort();
-        Ok(ids)
+        closed.sort();
+        Ok(closed)
     }
 
     /// The problems alerted and not resolved, by subject.

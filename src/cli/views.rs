@@ -173,6 +173,9 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
             if let (Err(e), Err(_)) = (v5, v4) {
                 problems.extend(e.to_string().lines().map(str::to_owned));
             }
+            if json {
+                print_check_json(&[], &problems);
+            }
             return Err(Failure::Checks(problems));
         }
         Err(e) => return Err(e),
@@ -266,14 +269,14 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
     }
     let sinks = s.alerts.sinks();
     say!(
-        "alerts     {}; digest {}, notify {:?}, alert_before {}",
+        "alerts     {}; digest {}, notify {}, alert_before {}",
         if sinks.is_empty() {
             "logged only (no webhook, command or email)".to_owned()
         } else {
             sinks.join(", ")
         },
         if s.alerts.digest { "on" } else { "off" },
-        s.alerts.notify,
+        s.alerts.notify.name(),
         humantime::format_duration(s.alerts.alert_before)
     );
     if let Some(cmd) = &s.alerts.command

@@ -118,6 +118,11 @@ pub struct Rule {
 }
 
 impl Policy {
+    /// Whether it renews anything: at its top level or in one of its excepts.
+    pub fn renews_any(&self) -> bool {
+        self.renew || self.excepts.iter().any(|e| e.renew == Some(true))
+    }
+
     /// The longest `before` it or any of its excepts says (what the sync window must cover).
     pub fn longest_before(&self) -> Duration {
         self.excepts

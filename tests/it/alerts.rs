@@ -402,3 +402,39 @@ async fn a_hook_that_does_not_read_its_input_does_not_kill_a_one_shot_command() 
         stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn a_hook_that_leaves_a_background_child_is_delivered_once_not_timed_out() {
+    let env = Env::new().await;
+    env.place(5701, env.p.lite, env.p.lite_month, env.today() + days(2), 2);
+    refuse(&env, 5701, None);
+    env.write_policy("lite.toml", LITE);
+    env.write_config(
+        "[alerts]\ncommand = \"/bin/sh -c 'sleep 30 & echo started a helper >&2; exit 0'\"\ntimeout = \"3s\"\n",
+    );
+
+    let started = std::time::Instant::now();
+    let out = env.run(&["renew"]).await;
+
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        events(&out, "alert_delivered")
+            .iter()
+            .any(|e| e["sink"] == "command"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(events(&out, "alert_retry").is_empty(), "{}", stderr(&out));
+    assert!(
+        events(&out, "alert_command_stderr")
+            .iter()
+            .any(|e| e["message"] == "started a helper"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -271,3 +271,30 @@ async fn the_database_stores_one_timestamp_format() {
     }
     assert!(seen > 10, "{seen} timestamps checked");
 }
+
+#[tokio::test]
+async fn a_huge_alert_before_or_before_neither_panics_nor_empties_the_window() {
+    let env = Env::new().await;
+    env.write_policy(
+        "lite.toml",
+        "product = \"ISPmanager Lite\"\nrenew = true\nperiod = \"1 month\"\nbefore = \"7d\"\n",
+    );
+    env.write_policy(
+        "pro.toml",
+        "product = \"ISPmanager Pro\"\nrenew = false\nbefore = \"300000years\"\n",
+    );
+    env.write_config("[alerts]\nalert_before = \"18446744073709551615s\"\n");
+    env.place(6401, env.p.lite, env.p.lite_month, env.today() + days(3), 2);
+
+    let check = env.run(&["check"]).await;
+    let renew = env.run(&["renew"]).await;
+
+    assert_eq!(code(&check), 0, "{}", stderr(&check));
+    assert!(stdout(&check).contains("window"), "{}", stdout(&check));
+    assert_eq!(code(&renew), 0, "{}", stderr(&renew));
+    assert_eq!(
+        env.sim.paid_calls(6401),
+        1,
+        "the license was listed and renewed"
+    );
+}
