@@ -18,6 +18,7 @@ mod money_edges;
 mod operator;
 mod page;
 mod real_shapes;
+mod schema;
 mod secrets;
 mod service;
 mod sim_smoke;
