@@ -602,6 +602,7 @@ pub async fn queue(
     now: DateTime<Utc>,
 ) -> Result<u32, StoreError> {
     let mut fresh = Vec::new();
+    let mut batch = store.alert_batch().await?;
     // Resolutions first: they close what was open before this cycle, never what it raises.
     let mut alerts = alerts;
     alerts.sort_by_key(|a| a.kind != "resolved");
@@ -612,7 +613,7 @@ pub async fn queue(
         #[allow(clippy::if_same_then_else)]
         let new = if a.kind == "resolved" {
             let closed = match &a.subject {
-                Some(s) => store.resolve_problem(s, &a.resolves, now).await?,
+                Some(s) => batch.resolve_problem(s, &a.resolves, now).await?,
                 None => Vec::new(),
             };
             if a.resolves.is_empty() {
@@ -623,7 +624,7 @@ pub async fn queue(
             // A summary per cycle: its id (the cycle number) never repeats; not kept.
             true
         } else {
-            store
+            batch
                 .record_alert(&a.id, &a.kind, a.subject.as_deref(), &payload, now)
                 .await?
         };
@@ -661,6 +662,7 @@ pub async fn queue(
     }
     let sinks = settings.sinks();
     if fresh.is_empty() || sinks.is_empty() {
+        batch.commit().await?;
         return Ok(0);
     }
     let docs: Vec<(String, String, Severity, String)> = if settings.digest {
@@ -687,7 +689,7 @@ pub async fn queue(
     let mut queued = 0;
     for (id, kind, severity, payload) in &docs {
         for sink in &sinks {
-            if store
+            if batch
                 .enqueue_alert(
                     &format!("{id}|{sink}"),
                     sink,
@@ -703,6 +705,7 @@ pub async fn queue(
             }
         }
     }
+    batch.commit().await?;
     Ok(queued)
 }
 

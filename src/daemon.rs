@@ -1118,6 +1118,18 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
         policies = ctx.policies.iter().count(), run_at_start = ctx.settings.schedule.run_at_start,
         window_ms = window.as_millis() as u64, window_widened_by = widened.as_deref(),
         next_cycle = next.map(|t| t.to_rfc3339()), "licrenew running (schedule in UTC)");
+    // Started with a config and policies that load: a refused reload from before is over.
+    let mut started_ok = crate::alerts::Alert::new(
+        "resolved",
+        crate::alerts::Severity::Info,
+        format!("resolved:reload:start:{}", Utc::now().timestamp()),
+        "started with a valid config",
+        "resolved: config and policies load (the service was restarted)".into(),
+    );
+    started_ok.subject = Some("reload".into());
+    if crate::alerts::queue(&ctx.store, &ctx.settings.alerts, vec![started_ok], Utc::now()).await? > 0 {
+        ctx.alert_wake.notify_one();
+    }
     if ctx.settings.schedule.run_at_start {
         let _ = tick_tx.try_send(false);
     }

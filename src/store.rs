@@ -943,37 +943,16 @@ pub struct AlertRow {
 const ALERT_COLS: &str = "id, key, sink, event, severity, alert_id, payload, created_at, attempts, next_attempt_at, delivered_at, last_error";
 
 impl Store {
-    /// Puts a delivery in the outbox unless one with the same key is there already.
-    /// Returns whether it was new.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn enqueue_alert(
-        &self,
-        key: &str,
-        sink: &str,
-        kind: &str,
-        severity: &str,
-        alert_id: &str,
-        payload: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            "INSERT INTO alerts (key, sink, event, severity, alert_id, payload, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(sink)
-        .bind(kind)
-        .bind(severity)
-        .bind(alert_id)
-        .bind(payload)
-        .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() == 1)
+    /// A transaction for one call of `alerts::queue`: what it records, resolves and queues
+    /// is committed together (a crash between recording an alert and queueing its delivery
+    /// would otherwise mark it seen and never send it).
+    pub async fn alert_batch(&self) -> Result<AlertBatch, StoreError> {
+        Ok(AlertBatch {
+            tx: self.pool.begin().await?,
+        })
     }
 
-    /// Remembers an alert by its id; with a subject it is an open problem until resolved.
-    /// Returns whether the id was new (or raised again after its problem was resolved).
+    /// [`AlertBatch::record_alert`] in a transaction of its own.
     pub async fn record_alert(
         &self,
         id: &str,
@@ -982,59 +961,10 @@ impl Store {
         payload: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let r = sqlx::query(
-            // An id raised again after its problem was resolved opens it again (new).
-            "INSERT INTO alert_log (id, kind, subject, payload, raised_at) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT(id) DO UPDATE SET resolved_at = NULL, raised_at = excluded.raised_at,
-                 payload = excluded.payload, subject = excluded.subject
-             WHERE alert_log.resolved_at IS NOT NULL",
-        )
-        .bind(id)
-        .bind(kind)
-        .bind(subject)
-        .bind(payload)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected() == 1)
-    }
-
-    /// Closes the open problems of `subject` (only the alerts `ids` when given); the ids of
-    /// the alerts it closed.
-    pub async fn resolve_problem(
-        &self,
-        subject: &str,
-        ids: &[String],
-        now: DateTime<Utc>,
-    ) -> Result<Vec<String>, StoreError> {
-        let mut rows = Vec::new();
-        if ids.is_empty() {
-            rows = sqlx::query(
-                "UPDATE alert_log SET resolved_at = ? WHERE subject = ? AND resolved_at IS NULL RETURNING id",
-            )
-            .bind(now)
-            .bind(subject)
-            .fetch_all(&self.pool)
-            .await?;
-        }
-        for id in ids {
-            rows.extend(
-                sqlx::query(
-                    "UPDATE alert_log SET resolved_at = ? WHERE id = ? AND subject = ? AND resolved_at IS NULL RETURNING id",
-                )
-                .bind(now)
-                .bind(id)
-                .bind(subject)
-                .fetch_all(&self.pool)
-                .await?,
-            );
-        }
-        let mut closed = rows
-            .iter()
-            .map(|r| r.try_get::<String, _>("id"))
-            .collect::<Result<Vec<_>, _>>()?;
-        closed.sort();
-        Ok(closed)
+        let mut b = self.alert_batch().await?;
+        let new = b.record_alert(id, kind, subject, payload, now).await?;
+        b.commit().await?;
+        Ok(new)
     }
 
     /// The problems alerted and not resolved, by subject.
@@ -1097,6 +1027,112 @@ impl Store {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+}
+
+/// See [`Store::alert_batch`].
+pub struct AlertBatch {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+}
+
+impl AlertBatch {
+    /// Puts a delivery in the outbox unless one with the same key is there already.
+    /// Returns whether it was new.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn enqueue_alert(
+        &mut self,
+        key: &str,
+        sink: &str,
+        kind: &str,
+        severity: &str,
+        alert_id: &str,
+        payload: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO alerts (key, sink, event, severity, alert_id, payload, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(sink)
+        .bind(kind)
+        .bind(severity)
+        .bind(alert_id)
+        .bind(payload)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Remembers an alert by its id; with a subject it is an open problem until resolved.
+    /// Returns whether the id was new (or raised again after its problem was resolved).
+    pub async fn record_alert(
+        &mut self,
+        id: &str,
+        kind: &str,
+        subject: Option<&str>,
+        payload: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            // An id raised again after its problem was resolved opens it again (new).
+            "INSERT INTO alert_log (id, kind, subject, payload, raised_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT(id) DO UPDATE SET resolved_at = NULL, raised_at = excluded.raised_at,
+                 payload = excluded.payload, subject = excluded.subject
+             WHERE alert_log.resolved_at IS NOT NULL",
+        )
+        .bind(id)
+        .bind(kind)
+        .bind(subject)
+        .bind(payload)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Closes the open problems of `subject` (only the alerts `ids` when given); the ids of
+    /// the alerts it closed.
+    pub async fn resolve_problem(
+        &mut self,
+        subject: &str,
+        ids: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut rows = Vec::new();
+        if ids.is_empty() {
+            rows = sqlx::query(
+                "UPDATE alert_log SET resolved_at = ? WHERE subject = ? AND resolved_at IS NULL RETURNING id",
+            )
+            .bind(now)
+            .bind(subject)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        }
+        for id in ids {
+            rows.extend(
+                sqlx::query(
+                    "UPDATE alert_log SET resolved_at = ? WHERE id = ? AND subject = ? AND resolved_at IS NULL RETURNING id",
+                )
+                .bind(now)
+                .bind(id)
+                .bind(subject)
+                .fetch_all(&mut *self.tx)
+                .await?,
+            );
+        }
+        let mut closed = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("id"))
+            .collect::<Result<Vec<_>, _>>()?;
+        closed.sort();
+        Ok(closed)
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
         Ok(())
     }
 }
