@@ -1679,26 +1679,17 @@ mod tests {
         queue(&store, &settings, vec![resolved2], Utc::now())
             .await
             .expect("q");
-        let reopened = store
-            .record_alert(
+        let record = || {
+            store.record_alert(
                 &uncovered[0].id,
                 "expiring_uncovered",
                 Some("license:45"),
                 "{}",
                 Utc::now(),
             )
-            .await
-            .expect("record");
-        let again = store
-            .record_alert(
-                &uncovered[0].id,
-                "expiring_uncovered",
-                Some("license:45"),
-                "{}",
-                Utc::now(),
-            )
-            .await
-            .expect("record");
+        };
+        let reopened = record().await.expect("record");
+        let again = record().await.expect("record");
         store.close().await;
 
         assert_eq!(first, 0, "no destination: nothing queued for delivery");

@@ -1127,7 +1127,15 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
         "resolved: config and policies load (the service was restarted)".into(),
     );
     started_ok.subject = Some("reload".into());
-    if crate::alerts::queue(&ctx.store, &ctx.settings.alerts, vec![started_ok], Utc::now()).await? > 0 {
+    if crate::alerts::queue(
+        &ctx.store,
+        &ctx.settings.alerts,
+        vec![started_ok],
+        Utc::now(),
+    )
+    .await?
+        > 0
+    {
         ctx.alert_wake.notify_one();
     }
     if ctx.settings.schedule.run_at_start {
