@@ -5,7 +5,6 @@
 //! Must not touch anything outside its temporary folder, or any real billing.
 
 use crate::config::LogFormat;
-use crate::policy::Policies;
 use std::process::ExitCode;
 
 const POLICIES: &[(&str, &str)] = &[
@@ -97,7 +96,9 @@ level = "info"
         ),
     )?;
     let settings = crate::config::load(&config)?;
-    let policies = Policies::load_dir(&settings.policies_dir, &settings.catalog)?;
+    // Under `api = "auto"` (the default, as here) the generation is detected by the first
+    // cycle; until then the policies are checked against either catalog.
+    let policies = crate::policy::load::load_offline(&settings)?;
     println!("licrenew demo");
     println!(
         "  simulated BILLmanager: {} ({} sample licenses)",

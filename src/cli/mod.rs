@@ -391,20 +391,9 @@ pub async fn run(mut args: Args) -> Result<ExitCode, Failure> {
     }
 }
 
-/// The policies, checked before any network call: against the catalog of the pinned
-/// generation, or under `api = "auto"` against either (they name products the same way in
-/// both; an error is one under both).
+/// The policies, checked before any network call ([`crate::policy::load::load_offline`]).
 pub(super) fn policies_offline(s: &Settings) -> Result<crate::policy::Policies, Failure> {
-    use crate::policy::Policies;
-    if s.billmgr.api.is_some() {
-        return Ok(Policies::load_dir(&s.policies_dir, &s.catalog)?);
-    }
-    let v5 = s.catalog_all.for_api(config::Api::Billmgr5);
-    let v4 = s.catalog_all.for_api(config::Api::Billmgr4);
-    match Policies::load_dir(&s.policies_dir, &v5) {
-        Ok(p) => Ok(p),
-        Err(e5) => Policies::load_dir(&s.policies_dir, &v4).map_err(|_| Failure::Policy(e5)),
-    }
+    Ok(crate::policy::load::load_offline(s)?)
 }
 
 /// Settings with the catalog of the API generation in use (detected under `api = "auto"`), the

@@ -84,6 +84,23 @@ pub struct Policy {
     excepts: Vec<Except>,
 }
 
+/// The policies of `s`, checked before any network call: against the catalog of the pinned
+/// generation, or under `api = "auto"` against either (a product that exists only in one
+/// generation, such as BILLmanager 4's DSmanager, loads; an error is one under both, and the
+/// first generation's is reported). Once the generation is detected they are loaded again
+/// against its catalog.
+pub fn load_offline(s: &crate::config::Settings) -> Result<Policies, PolicyError> {
+    use crate::config::Api;
+    if s.billmgr.api.is_some() {
+        return Policies::load_dir(&s.policies_dir, &s.catalog);
+    }
+    match Policies::load_dir(&s.policies_dir, &s.catalog_all.for_api(Api::Billmgr5)) {
+        Ok(p) => Ok(p),
+        Err(e5) => Policies::load_dir(&s.policies_dir, &s.catalog_all.for_api(Api::Billmgr4))
+            .map_err(|_| e5),
+    }
+}
+
 /// One `[[except]]` entry: matchers (AND-ed) and the overrides they bring.
 #[derive(Clone, Debug)]
 struct Except {

@@ -446,3 +446,42 @@ async fn prolong_refuses_a_license_the_billing_auto_renews_unless_told_to_overri
     assert_eq!(code(&forced), 0, "{}", stderr(&forced));
     assert_eq!(env.sim.paid_calls(2201), 1);
 }
+
+/// README's first command: `licrenew demo` runs its simulator, loads its sample policies
+/// under `api = "auto"` (BILLmanager 4-only products included), renews, and stops on SIGINT.
+#[tokio::test]
+async fn the_demo_renews_and_stops_cleanly() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_licrenew"))
+        .args(["demo", "--every", "1", "--licenses", "12"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn the demo");
+    let pid = child.id().expect("pid");
+    let mut err = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut log = String::new();
+    let renewed = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(line)) = err.next_line().await {
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains("cycle finished") && line.contains("renewed") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    crate::support::signal(pid, "INT");
+    let out = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait_with_output())
+        .await
+        .expect("the demo stops")
+        .expect("status");
+
+    assert!(renewed, "no cycle finished:\n{log}");
+    assert!(!log.contains("unknown product"), "{log}");
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("licrenew demo"));
+}
