@@ -1006,6 +1006,13 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
     })();
     let database = (|| -> Result<PathBuf, ConfigError> {
         let database = match raw.database.url {
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                // Not a file path: said plainly rather than taken as a folder "postgres:".
+                return Err(err(
+                    "database.url",
+                    "PostgreSQL is not supported as the database yet; use a SQLite file".into(),
+                ));
+            }
             Some(u) => {
                 let path = u
                     .strip_prefix("sqlite://")
@@ -1564,6 +1571,24 @@ password = "canary-Zq8#pw"
         let e = load_with_env(&f, Some(HashMap::new())).expect_err("bad header line");
         assert!(e.msg.contains("line 1"), "{e}");
         assert!(!e.to_string().contains("canary-hdr"), "{e}");
+    }
+
+    #[test]
+    fn a_postgres_url_is_refused_plainly_not_taken_as_a_path() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = write(
+            dir.path(),
+            "c.toml",
+            &format!(
+                "{MINIMAL}[database]\nurl = \"postgres://licrenew:canary-pg@db.example/licrenew\"\n"
+            ),
+        );
+
+        let e = load_with_env(&f, Some(HashMap::new())).expect_err("refused");
+
+        assert_eq!(e.key.as_deref(), Some("database.url"));
+        assert!(e.msg.contains("not supported"), "{e}");
+        assert!(!e.to_string().contains("canary-pg"), "{e}");
     }
 
     #[test]
