@@ -32,6 +32,7 @@ pub mod domain;
 pub mod failpoint;
 pub mod files;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod orders;
 pub mod overview;

@@ -13,6 +13,7 @@ mod daemon;
 mod faults;
 mod fixtures;
 mod journald;
+mod leader;
 mod ledger;
 mod money_edges;
 mod operator;

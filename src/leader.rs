@@ -1,0 +1,155 @@
+//! Leadership on PostgreSQL (issue 15, a building block not yet wired into the daemon): one
+//! instance of those sharing a database holds a session-level advisory lock on a key derived
+//! from the billing account, on a connection of its own (never a pooled one: the lock belongs
+//! to the session). The session carries the host and pid in its `application_name` (so anyone
+//! can see who leads) and TCP keepalives, so the server frees the lock soon after the holder
+//! goes silent. Must not decide anything about renewals: it only says who leads, and when that
+//! ended.
+
+use sha2::{Digest, Sha256};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The advisory-lock key of `scope` (`leader`, `renew`) for one billing account: the first
+/// eight bytes of SHA-256 over the scope, the URL and the username. Stable across versions
+/// and machines, different per account.
+pub fn key(scope: &str, billmgr_url: &str, username: &str) -> i64 {
+    let mut h = Sha256::new();
+    h.update(b"licrenew/");
+    h.update(scope.as_bytes());
+    h.update(b"/");
+    h.update(billmgr_url.as_bytes());
+    h.update(b"/");
+    h.update(username.as_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    i64::from_be_bytes(b)
+}
+
+/// This instance's name in `pg_stat_activity.application_name`: `licrenew <host> <pid>`.
+pub fn application_name() -> String {
+    format!(
+        "licrenew {} {}",
+        crate::config::hostname(),
+        std::process::id()
+    )
+}
+
+/// A held leadership: the session that holds the lock.
+pub struct Leadership {
+    conn: PgConnection,
+    key: i64,
+}
+
+impl Leadership {
+    /// One attempt: a new session, then `pg_try_advisory_lock`. `None` when another session
+    /// holds the key.
+    pub async fn try_acquire(url: &str, key: i64) -> Result<Option<Leadership>, sqlx::Error> {
+        let opts = PgConnectOptions::from_str(url)?
+            .application_name(&application_name())
+            .options([
+                ("tcp_keepalives_idle", "5"),
+                ("tcp_keepalives_interval", "5"),
+                ("tcp_keepalives_count", "3"),
+            ]);
+        let mut conn = PgConnection::connect_with(&opts).await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut conn)
+            .await?;
+        if got {
+            Ok(Some(Leadership { conn, key }))
+        } else {
+            let _ = conn.close().await;
+            Ok(None)
+        }
+    }
+
+    /// Tries every `retry` until this instance leads, or `stop` is set (`None`). Connection
+    /// errors are retried too: a standby outlives a database restart.
+    pub async fn acquire(
+        url: &str,
+        key: i64,
+        retry: Duration,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Option<Leadership> {
+        loop {
+            if *stop.borrow() {
+                return None;
+            }
+            match Leadership::try_acquire(url, key).await {
+                Ok(Some(l)) => return Some(l),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(event = "leader", error = %e, "standby: the database is not reachable")
+                }
+            }
+            let mut stop = stop.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(retry) => {}
+                _ = stop.changed() => return None,
+            }
+        }
+    }
+
+    /// Whether this session still holds the lock, asked within `timeout`: the session answers
+    /// and the server lists the lock as granted to it. Anything else (a cut connection, a
+    /// terminated backend, a silent network) means the leadership is over.
+    pub async fn still_held(&mut self, timeout: Duration) -> bool {
+        let ask = sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                 AND pid = pg_backend_pid()
+                 AND objsubid = 1
+                 AND classid = (($1 >> 32) & 4294967295)::oid
+                 AND objid = ($1 & 4294967295)::oid)",
+        )
+        .bind(self.key)
+        .fetch_one(&mut self.conn);
+        matches!(tokio::time::timeout(timeout, ask).await, Ok(Ok(true)))
+    }
+
+    /// Gives the leadership up (the lock goes with the session).
+    pub async fn release(self) {
+        let _ = self.conn.close().await;
+    }
+}
+
+/// Who holds `key` now, as `application_name` (`licrenew <host> <pid>`), if anyone.
+pub async fn holder(conn: &mut PgConnection, key: i64) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+           AND l.classid = (($1 >> 32) & 4294967295)::oid
+           AND l.objid = ($1 & 4294967295)::oid
+         LIMIT 1",
+    )
+    .bind(key)
+    .fetch_optional(conn)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_stable_per_account_and_scope() {
+        let a = key("leader", "https://billing.example/billmgr", "reseller");
+        assert_eq!(
+            a,
+            key("leader", "https://billing.example/billmgr", "reseller")
+        );
+        assert_ne!(
+            a,
+            key("renew", "https://billing.example/billmgr", "reseller")
+        );
+        assert_ne!(a, key("leader", "https://billing.example/billmgr", "other"));
+        assert_ne!(
+            a,
+            key("leader", "https://other.example/billmgr", "reseller")
+        );
+    }
+}
