@@ -122,6 +122,7 @@ impl Alert {
     }
 
     fn from_event(
+        cycle: i64,
         kind: &str,
         severity: Severity,
         ev: &Event,
@@ -144,6 +145,7 @@ impl Alert {
         a.outcome = Some(ev.outcome.as_str().into());
         a.error = error;
         a.new_expiry = ev.new_expiry;
+        a.cycle = Some(cycle);
         a
     }
 
@@ -191,6 +193,7 @@ pub fn raise(f: &CycleFacts) -> Vec<Alert> {
             Outcome::Error => {
                 attempted.insert(ev.elid);
                 out.push(Alert::from_event(
+                    cycle,
                     "renewal_error",
                     Severity::Critical,
                     ev,
@@ -212,6 +215,7 @@ pub fn raise(f: &CycleFacts) -> Vec<Alert> {
                 }
                 let reason = ev.reason.as_deref().unwrap_or("unknown outcome");
                 out.push(Alert::from_event(
+                    cycle,
                     "renewal_unknown",
                     Severity::Warning,
                     ev,
@@ -225,6 +229,7 @@ pub fn raise(f: &CycleFacts) -> Vec<Alert> {
             Outcome::ReconciledFailed if ev.reason.as_deref() == Some("license gone") => {
                 attempted.insert(ev.elid);
                 out.push(Alert::from_event(
+                    cycle,
                     "license_gone",
                     Severity::Warning,
                     ev,
@@ -238,6 +243,7 @@ pub fn raise(f: &CycleFacts) -> Vec<Alert> {
             Outcome::Ok | Outcome::ReconciledOk => {
                 attempted.insert(ev.elid);
                 let mut a = Alert::from_event(
+                    cycle,
                     "renewed",
                     Severity::Info,
                     ev,
@@ -267,9 +273,6 @@ pub fn raise(f: &CycleFacts) -> Vec<Alert> {
                 }
             }
         }
-    }
-    for a in &mut out {
-        a.cycle = Some(cycle);
     }
     let m = &report.money;
     if m.skipped_for_balance > 0 && !f.open.contains_key("balance") {
@@ -610,7 +613,6 @@ pub async fn queue(
         a.timestamp = now;
         a.host = settings.host.clone();
         let payload = serde_json::to_string(&a).unwrap_or_default();
-        #[allow(clippy::if_same_then_else)]
         let new = if a.kind == "resolved" {
             let closed = match &a.subject {
                 Some(s) => batch.resolve_problem(s, &a.resolves, now).await?,

@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod orders;
 pub mod overview;
 pub mod page;
+pub mod pgtest;
 pub mod policy;
 pub mod privileges;
 pub mod renew;

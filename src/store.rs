@@ -1591,84 +1591,32 @@ mod tests {
     }
 
     /// A test database on each backend: SQLite in a temporary folder, and PostgreSQL (a fresh
-    /// database, dropped afterwards) when the server of `LICRENEW_TEST_POSTGRES` answers;
-    /// with `LICRENEW_REQUIRE_POSTGRES=1` (CI) a missing server fails instead of skipping.
+    /// database, [`crate::pgtest`]) when the test server answers.
     struct TestDb {
         store: Store,
         name: &'static str,
         _dir: Option<tempfile::TempDir>,
-        pg: Option<(String, String)>,
-    }
-
-    impl Drop for TestDb {
-        fn drop(&mut self) {
-            if let Some((admin, db)) = self.pg.take() {
-                let _ = std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("runtime");
-                    rt.block_on(async {
-                        use sqlx::Connection;
-                        if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                                "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-                            )))
-                            .execute(&mut c)
-                            .await;
-                        }
-                    });
-                })
-                .join();
-            }
-        }
+        _pg: Option<crate::pgtest::PgTestDatabase>,
     }
 
     async fn backends() -> Vec<TestDb> {
-        use sqlx::Connection;
         let dir = tempfile::tempdir().expect("tmp");
         let lite = Store::open(&dir.path().join("s.db")).await.expect("open");
         let mut out = vec![TestDb {
             store: lite,
             name: "sqlite",
             _dir: Some(dir),
-            pg: None,
+            _pg: None,
         }];
-        let admin = std::env::var("LICRENEW_TEST_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let conn =
-            tokio::time::timeout(Duration::from_secs(3), sqlx::PgConnection::connect(&admin)).await;
-        let Ok(Ok(mut c)) = conn else {
-            assert!(
-                std::env::var("LICRENEW_REQUIRE_POSTGRES").map_or(true, |v| v != "1"),
-                "LICRENEW_REQUIRE_POSTGRES=1 but no PostgreSQL at {admin}"
-            );
-            eprintln!("skipped the PostgreSQL half: no server at {admin}");
-            return out;
-        };
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let db = format!(
-            "licrenew_u_{}_{}_{}",
-            std::process::id(),
-            Utc::now().timestamp_subsec_nanos(),
-            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-        );
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-            .execute(&mut c)
-            .await
-            .expect("create database");
-        let _ = c.close().await;
-        let mut url = url::Url::parse(&admin).expect("url");
-        url.set_path(&format!("/{db}"));
-        let store = Store::open_postgres(url.as_str())
-            .await
-            .expect("open postgres");
-        out.push(TestDb {
-            store,
-            name: "postgres",
-            _dir: None,
-            pg: Some((admin, db)),
-        });
+        if let Some(pg) = crate::pgtest::PgTestDatabase::create().await {
+            let store = Store::open_postgres(&pg.url).await.expect("open postgres");
+            out.push(TestDb {
+                store,
+                name: "postgres",
+                _dir: None,
+                _pg: Some(pg),
+            });
+        }
         out
     }
 

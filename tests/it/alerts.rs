@@ -10,7 +10,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 const LITE: &str =
     "product = \"ISPmanager Lite\"\nrenew = true\nperiod = \"1 month\"\nbefore = \"7d\"\n";
 
-fn refuse(env: &Env, elid: i64, times: Option<u32>) {
+/// A Lite license due in 2 days whose renewal the billing refuses (`times`: how often).
+fn place_refused(env: &Env, elid: i64, times: Option<u32>) {
+    env.place(elid, env.p.lite, env.p.lite_month, env.today() + days(2), 2);
     env.sim.add_fault(Fault {
         func: Some(env.func("software.period")),
         elid: Some(elid),
@@ -62,8 +64,7 @@ fn alerts_in(doc: &serde_json::Value) -> Vec<(String, i64)> {
 async fn a_cycle_with_four_failures_sends_one_digest() {
     let env = Env::new().await;
     for elid in 5001..=5004 {
-        env.place(elid, env.p.lite, env.p.lite_month, env.today() + days(2), 2);
-        refuse(&env, elid, None);
+        place_refused(&env, elid, None);
     }
     env.write_policy("lite.toml", LITE);
     let hook = receiver().await;
@@ -94,8 +95,7 @@ async fn a_cycle_with_four_failures_sends_one_digest() {
 async fn with_digest_off_each_alert_is_its_own_delivery() {
     let env = Env::new().await;
     for elid in [5101, 5102] {
-        env.place(elid, env.p.lite, env.p.lite_month, env.today() + days(2), 2);
-        refuse(&env, elid, None);
+        place_refused(&env, elid, None);
     }
     env.write_policy("lite.toml", LITE);
     let hook = receiver().await;
@@ -177,8 +177,7 @@ async fn an_uncovered_license_is_alerted_once_and_renew_false_silences_it() {
 #[tokio::test]
 async fn a_later_success_sends_resolved() {
     let env = Env::new().await;
-    env.place(5301, env.p.lite, env.p.lite_month, env.today() + days(2), 2);
-    refuse(&env, 5301, Some(1));
+    place_refused(&env, 5301, Some(1));
     env.write_policy("lite.toml", LITE);
     let hook = receiver().await;
     env.write_config(&format!("[alerts]\nwebhook = \"{}/hook\"\n", hook.uri()));
@@ -230,8 +229,7 @@ async fn notify_renewed_also_sends_each_renewal() {
 #[tokio::test]
 async fn a_dry_run_delivers_nothing_not_even_what_waits_in_the_outbox() {
     let env = Env::new().await;
-    env.place(5501, env.p.lite, env.p.lite_month, env.today() + days(2), 2);
-    refuse(&env, 5501, None);
+    place_refused(&env, 5501, None);
     env.write_policy("lite.toml", LITE);
     // The receiver is down while the alert is raised: it waits in the outbox.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -330,8 +328,7 @@ impl SmtpSink {
 #[tokio::test]
 async fn an_alert_arrives_by_mail_at_a_local_smtp_sink() {
     let env = Env::new().await;
-    env.place(5601, env.p.lite, env.p.lite_month, env.today() + days(2), 2);
-    refuse(&env, 5601, None);
+    place_refused(&env, 5601, None);
     env.write_policy("lite.toml", LITE);
     let sink = SmtpSink::start().await;
     env.write_config(&format!(
@@ -406,8 +403,7 @@ async fn a_hook_that_does_not_read_its_input_does_not_kill_a_one_shot_command() 
 #[tokio::test]
 async fn a_hook_that_leaves_a_background_child_is_delivered_once_not_timed_out() {
     let env = Env::new().await;
-    env.place(5701, env.p.lite, env.p.lite_month, env.today() + days(2), 2);
-    refuse(&env, 5701, None);
+    place_refused(&env, 5701, None);
     env.write_policy("lite.toml", LITE);
     env.write_config(
         "[alerts]\ncommand = \"/bin/sh -c 'sleep 30 & echo started a helper >&2; exit 0'\"\ntimeout = \"3s\"\n",
