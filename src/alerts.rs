@@ -775,9 +775,17 @@ pub async fn deliver_forever(
     settings: watch::Receiver<AlertSettings>,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     wake: std::sync::Arc<Notify>,
+    mut leading: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
+        // A standby leaves the shared outbox to the leader.
+        while !*leading.borrow_and_update() {
+            tokio::select! {
+                _ = stop.changed() => return,
+                r = leading.changed() => if r.is_err() { return },
+            }
+        }
         let current = settings.borrow().clone();
         if let Some(http) = http_client(&current)
             && let Err(e) = deliver_due(&store, &current, &http, Some(&metrics), Some(&stop)).await

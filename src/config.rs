@@ -10,10 +10,87 @@ use crate::catalog::Catalog;
 use secrecy::SecretString;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 /// The database when `[database] url` is not set, whoever starts licrenew.
 pub const DEFAULT_DATABASE: &str = "/var/lib/licrenew/licrenew.db";
+
+/// Where the state lives: a SQLite file (the default) or a PostgreSQL database shared by a
+/// leader and its standbys. Shown (Display, Debug) without the password of a URL.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseSpec {
+    Sqlite(PathBuf),
+    /// A `postgres://` URL (may hold a password: never shown as is).
+    Postgres(String),
+}
+
+impl DatabaseSpec {
+    /// The SQLite file, if that is the backend.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            DatabaseSpec::Sqlite(p) => Some(p),
+            DatabaseSpec::Postgres(_) => None,
+        }
+    }
+
+    /// The PostgreSQL URL (with its password: for connecting only).
+    pub fn postgres_url(&self) -> Option<&str> {
+        match self {
+            DatabaseSpec::Postgres(u) => Some(u),
+            DatabaseSpec::Sqlite(_) => None,
+        }
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            DatabaseSpec::Sqlite(_) => "sqlite",
+            DatabaseSpec::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// A URL with its password replaced by `***` (and nothing else changed).
+pub fn redact_url(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => u.to_owned(),
+        // Not parseable: show the scheme and host part only.
+        Err(_) => {
+            let rest = u.split_once("://").map(|(_, r)| r).unwrap_or(u);
+            let host = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
+            format!("postgres://…@{host}")
+        }
+    }
+}
+
+/// A URL parser's message, which may quote the URL, reduced to what is safe to show.
+fn redact_url_error(msg: &str) -> String {
+    if msg.contains('@') || msg.contains("://") {
+        "the URL does not parse".into()
+    } else {
+        msg.to_owned()
+    }
+}
+
+impl std::fmt::Display for DatabaseSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseSpec::Sqlite(p) => write!(f, "{}", p.display()),
+            DatabaseSpec::Postgres(u) => f.write_str(&redact_url(u)),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}({self})", self.backend())
+    }
+}
 
 /// Where earlier releases put the database when `[database] url` was not set: beside the
 /// config file, or in `$STATE_DIRECTORY`. `check` warns when one of them holds a database.
@@ -33,7 +110,7 @@ pub fn old_database_locations(settings: &Settings) -> Vec<PathBuf> {
         out.push(PathBuf::from(first).join("licrenew.db"));
     }
     out.push(PathBuf::from("/etc/licrenew/licrenew.db"));
-    out.retain(|p| p != &settings.database);
+    out.retain(|p| Some(p.as_path()) != settings.database.sqlite_path());
     out.dedup();
     out
 }
@@ -265,6 +342,12 @@ struct RawCatalog {
 #[serde(deny_unknown_fields)]
 struct RawDatabase {
     url: Option<String>,
+    /// PostgreSQL only: how often a standby asks for the leadership.
+    #[serde(default, with = "humantime_serde")]
+    standby_retry: Option<Duration>,
+    /// PostgreSQL only: how often the leader checks it still leads.
+    #[serde(default, with = "humantime_serde")]
+    heartbeat: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -611,8 +694,12 @@ pub struct Settings {
     /// Environment variables that look like overrides but are not spelled `LICRENEW__…`
     /// (ignored; named in a warning).
     pub ignored_env: Vec<String>,
-    /// SQLite database file.
-    pub database: PathBuf,
+    /// The database: a SQLite file (default) or a PostgreSQL URL.
+    pub database: DatabaseSpec,
+    /// PostgreSQL: how often a standby asks for the leadership, and how often the leader
+    /// checks it still holds it.
+    pub standby_retry: Duration,
+    pub heartbeat: Duration,
     pub schedule: ScheduleSettings,
     pub renewal: RenewalSettings,
     pub policies_dir: PathBuf,
@@ -626,6 +713,14 @@ pub struct Settings {
     pub secret_files: Vec<PathBuf>,
     /// The config itself holds `billmgr.password`.
     pub inline_password: bool,
+}
+
+impl Settings {
+    /// The advisory-lock key of `scope` (`leader`, `renew`) for this billing account: every
+    /// instance configured for the same account and database competes for the same locks.
+    pub fn lock_key(&self, scope: &str) -> i64 {
+        crate::leader::key(scope, self.billmgr.url.as_str(), &self.billmgr.username)
+    }
 }
 
 impl Settings {
@@ -1004,14 +1099,24 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
         };
         Ok(catalog)
     })();
-    let database = (|| -> Result<PathBuf, ConfigError> {
+    let standby_retry = raw.database.standby_retry;
+    let heartbeat = raw.database.heartbeat;
+    let database = (|| -> Result<DatabaseSpec, ConfigError> {
         let database = match raw.database.url {
             Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-                // Not a file path: said plainly rather than taken as a folder "postgres:".
-                return Err(err(
-                    "database.url",
-                    "PostgreSQL is not supported as the database yet; use a SQLite file".into(),
-                ));
+                let spec = DatabaseSpec::Postgres(u);
+                // Parsed now, so a mistake is named at start (and never with the password).
+                sqlx::postgres::PgConnectOptions::from_str(spec.postgres_url().unwrap_or(""))
+                    .map_err(|e| {
+                        err(
+                            "database.url",
+                            format!(
+                                "not a PostgreSQL URL ({spec}): {}",
+                                redact_url_error(&e.to_string())
+                            ),
+                        )
+                    })?;
+                spec
             }
             Some(u) => {
                 let path = u
@@ -1022,13 +1127,26 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
                 if path.is_empty() {
                     return Err(err("database.url", "names no file".into()));
                 }
-                resolve(Path::new(path))
+                DatabaseSpec::Sqlite(resolve(Path::new(path)))
             }
             // One database wherever licrenew is started: the service, a root shell and a cron job
             // with the same config use the same file (never one beside the config, never one
             // that depends on `$STATE_DIRECTORY`).
-            None => PathBuf::from(DEFAULT_DATABASE),
+            None => DatabaseSpec::Sqlite(PathBuf::from(DEFAULT_DATABASE)),
         };
+        for (key, d) in [
+            ("database.standby_retry", standby_retry),
+            ("database.heartbeat", heartbeat),
+        ] {
+            if let Some(d) = d
+                && (d < Duration::from_millis(100) || d > Duration::from_secs(60))
+            {
+                return Err(err(
+                    key,
+                    format!("{} is outside 100ms..60s", humantime::format_duration(d)),
+                ));
+            }
+        }
         Ok(database)
     })();
     let schedule = (|| -> Result<ScheduleSettings, ConfigError> {
@@ -1219,6 +1337,8 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
         api_detected: false,
         ignored_env: Vec::new(),
         database,
+        standby_retry: standby_retry.unwrap_or(Duration::from_secs(5)),
+        heartbeat: heartbeat.unwrap_or(Duration::from_secs(5)),
         schedule,
         renewal,
         policies_dir: resolve(&raw.policies.dir),
@@ -1459,7 +1579,10 @@ password = "canary-Zq8#pw"
         assert_eq!(s.billmgr.api, None, "auto-detected by default");
         assert_eq!(s.billmgr.auth, AuthMode::Authinfo);
         assert_eq!(s.billmgr.timeout, Duration::from_secs(30));
-        assert_eq!(s.database, PathBuf::from(DEFAULT_DATABASE));
+        assert_eq!(
+            s.database,
+            DatabaseSpec::Sqlite(PathBuf::from(DEFAULT_DATABASE))
+        );
         assert_eq!(s.policies_dir, dir.path().join("policies.d"));
         assert_eq!(s.renewal.max_per_cycle, 20);
         assert_eq!(s.renewal.settle, Duration::from_secs(300));
@@ -1574,21 +1697,62 @@ password = "canary-Zq8#pw"
     }
 
     #[test]
-    fn a_postgres_url_is_refused_plainly_not_taken_as_a_path() {
+    fn a_postgres_url_selects_postgresql_and_is_never_shown_with_its_password() {
         let dir = tempfile::tempdir().expect("tmp");
         let f = write(
             dir.path(),
             "c.toml",
             &format!(
-                "{MINIMAL}[database]\nurl = \"postgres://licrenew:canary-pg@db.example/licrenew\"\n"
+                "{MINIMAL}[database]\nurl = \"postgres://licrenew:canary-pg@db.example/licrenew\"\nheartbeat = \"2s\"\n"
+            ),
+        );
+
+        let s = load_with_env(&f, Some(HashMap::new())).expect("valid");
+
+        assert_eq!(s.database.backend(), "postgres");
+        assert_eq!(
+            s.database.postgres_url(),
+            Some("postgres://licrenew:canary-pg@db.example/licrenew")
+        );
+        assert_eq!(s.heartbeat, Duration::from_secs(2));
+        assert_eq!(s.standby_retry, Duration::from_secs(5));
+        for shown in [
+            s.database.to_string(),
+            format!("{:?}", s.database),
+            format!("{s:?}"),
+        ] {
+            assert!(!shown.contains("canary-pg"), "{shown}");
+        }
+        assert_eq!(
+            s.database.to_string(),
+            "postgres://licrenew:***@db.example/licrenew"
+        );
+    }
+
+    #[test]
+    fn a_bad_postgres_url_or_timing_is_named_without_the_password() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = write(
+            dir.path(),
+            "c.toml",
+            &format!(
+                "{MINIMAL}[database]\nurl = \"postgres://u:canary-pg@db.example:notaport/x\"\nstandby_retry = \"10m\"\n"
             ),
         );
 
         let e = load_with_env(&f, Some(HashMap::new())).expect_err("refused");
 
-        assert_eq!(e.key.as_deref(), Some("database.url"));
-        assert!(e.msg.contains("not supported"), "{e}");
+        assert_eq!(e.key.as_deref(), Some("database.url"), "{e}");
         assert!(!e.to_string().contains("canary-pg"), "{e}");
+        let f = write(
+            dir.path(),
+            "d.toml",
+            &format!(
+                "{MINIMAL}[database]\nurl = \"postgres://db.example/x\"\nstandby_retry = \"10m\"\n"
+            ),
+        );
+        let e = load_with_env(&f, Some(HashMap::new())).expect_err("refused");
+        assert_eq!(e.key.as_deref(), Some("database.standby_retry"), "{e}");
     }
 
     #[test]
@@ -1609,7 +1773,10 @@ password = "canary-Zq8#pw"
         let s = load_with_env(&f, Some(env)).expect("valid");
         assert_eq!(s.billmgr.timeout, Duration::from_secs(5));
         assert_eq!(s.renewal.max_per_cycle, 3);
-        assert_eq!(s.database, dir.path().join("state/x.db"));
+        assert_eq!(
+            s.database,
+            DatabaseSpec::Sqlite(dir.path().join("state/x.db"))
+        );
     }
 
     #[test]

@@ -878,7 +878,7 @@ pub async fn open_with(
     policies: Policies,
     client: Client,
 ) -> anyhow::Result<Ctx> {
-    let store = Store::open(&settings.database).await?;
+    let store = Store::connect(&settings.database).await?;
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let client = client.with_metrics(metrics.clone());
     Ok(Ctx {
@@ -892,13 +892,31 @@ pub async fn open_with(
 }
 
 impl Ctx {
+    /// One delivery pass over the outbox for a one-shot command. On PostgreSQL only when no
+    /// service leads: the leader delivers the shared outbox (one sender, no duplicates).
+    pub async fn deliver_once(&self) -> Result<(), crate::store::StoreError> {
+        if let Some(opts) = self.store.pg_options() {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect_with(opts).await?;
+            let leader = crate::leader::holder(&mut conn, self.settings.lock_key("leader")).await?;
+            let _ = conn.close().await;
+            if let Some(who) = leader {
+                tracing::debug!(event = "alert_outbox", leader = %who, "alerts left to the leading service");
+                return Ok(());
+            }
+        }
+        crate::alerts::deliver_once(&self.store, &self.settings.alerts).await
+    }
+
     /// The renewal lock, held while a cycle or a paid command runs: waits (saying so) for
     /// another process's cycle or command to end, or with `wait` false fails at once.
     pub async fn lock(
         &self,
         wait: bool,
-    ) -> Result<crate::store::ProcessLock, crate::store::StoreError> {
-        crate::store::lock_wait(&self.settings.database, wait).await
+    ) -> Result<crate::store::RenewalLock, crate::store::StoreError> {
+        self.store
+            .renewal_lock(self.settings.lock_key("renew"), wait)
+            .await
     }
 }
 
@@ -1037,14 +1055,12 @@ fn reload(ctx: &mut Ctx) -> Result<bool, String> {
 pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
     let mut ctx = open(settings, policies).await?;
     // Seen by `licrenew status` and the status page: this process runs the service.
-    let record = crate::overview::ServiceRecord {
-        pid: i64::from(std::process::id()),
-        host: crate::overview::hostname(),
-        started_at: Utc::now(),
-    };
-    ctx.store
-        .set_meta("service", &serde_json::to_string(&record)?, Utc::now())
-        .await?;
+    // (PostgreSQL: the leader records itself when it takes over; a standby is not "the
+    // service" the status shows.)
+    let mut lead = Lead::new(&ctx);
+    if !lead.shared() {
+        record_service(&ctx).await?;
+    }
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_stop_signal().await;
@@ -1058,8 +1074,9 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
     // SIGUSR1: a cycle now (`systemctl kill -s USR1 licrenew`).
     let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
 
-    // An intent row left by a process that died is reconciled before anything else.
-    {
+    // An intent row left by a process that died is reconciled before anything else
+    // (PostgreSQL: by whichever instance comes to lead, when it does).
+    if !lead.shared() {
         let _lock = ctx.lock(true).await?;
         startup_reconcile(&ctx).await?;
     }
@@ -1083,11 +1100,13 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
     }
     // A reload reaches the delivery task too (new destinations, URL, headers, timeouts).
     let (alerts_tx, alerts_rx) = watch::channel(ctx.settings.alerts.clone());
+    // Only the leader delivers (the outbox is shared on PostgreSQL).
     let delivery = tokio::spawn(crate::alerts::deliver_forever(
         ctx.store.clone(),
         alerts_rx,
         ctx.metrics.clone(),
         ctx.alert_wake.clone(),
+        lead.leading(),
         stop.clone(),
     ));
 
@@ -1114,7 +1133,7 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
     );
     let next = crate::config::next_cycle(&ctx.settings.schedule.cron, Utc::now());
     let (window, widened) = effective_window(&ctx.settings, &ctx.policies);
-    tracing::info!(event = "started", cron = %ctx.settings.schedule.cron, database = %ctx.settings.database.display(),
+    tracing::info!(event = "started", cron = %ctx.settings.schedule.cron, database = %ctx.settings.database,
         policies = ctx.policies.iter().count(), run_at_start = ctx.settings.schedule.run_at_start,
         window_ms = window.as_millis() as u64, window_widened_by = widened.as_deref(),
         next_cycle = next.map(|t| t.to_rfc3339()), "licrenew running (schedule in UTC)");
@@ -1143,10 +1162,23 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
     }
 
     let mut stop_rx = stop.clone();
+    // PostgreSQL: a standby asks for the leadership at once and then every `standby_retry`;
+    // the leader checks it still holds it every `heartbeat`.
+    let mut standby = tokio::time::interval(ctx.settings.standby_retry);
+    let mut still = tokio::time::interval(ctx.settings.heartbeat);
+    still.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop_rx.changed() => break,
             _ = heartbeat.tick() => crate::systemd::alive(),
+            _ = standby.tick(), if lead.shared() && !lead.is_leading() => {
+                if lead.try_lead(&ctx).await && ctx.settings.schedule.run_at_start {
+                    let _ = tick_tx.try_send(false);
+                }
+            }
+            _ = still.tick(), if lead.is_leading() && lead.shared() => {
+                lead.check(&ctx).await;
+            }
             _ = usr1.recv() => {
                 tracing::info!(event = "trigger", "SIGUSR1: a cycle now");
                 let _ = tick_tx.try_send(false);
@@ -1168,6 +1200,10 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
                 page_tx.send_replace(Arc::new((ctx.settings.clone(), ctx.policies.clone())));
             }
             Some(scheduled) = ticks.recv() => {
+                if !lead.is_leading() {
+                    tracing::debug!(event = "tick_skipped", "standby: the leader runs the cycles");
+                    continue;
+                }
                 busy.store(true, Ordering::SeqCst);
                 let delay = if scheduled {
                     max_jitter(&ctx.settings.schedule.cron, ctx.settings.schedule.jitter)
@@ -1210,14 +1246,35 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
                 // The lock only for the cycle: manual commands run between ticks, and a
                 // manual paid command running now is waited for.
                 let lock = tokio::select! {
-                    l = ctx.lock(true) => Some(l?),
+                    l = ctx.lock(true) => Some(l),
                     _ = stop_rx.changed() => None,
                 };
-                let Some(_lock) = lock else { break };
-                let report = run_once(&ctx, Mode::Renew, &stop).await?;
-                println!("{}", report.summary());
-                crate::systemd::status(&report.summary());
+                let Some(lock) = lock else { break };
+                let lock = match lock {
+                    Ok(l) => l,
+                    Err(e) if lead.shared() => {
+                        tracing::error!(event = "cycle", outcome = "failed", error = %e, "cycle not run: the renewal lock could not be taken");
+                        busy.store(false, Ordering::SeqCst);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let result = lead.run_cycle(&ctx, &stop).await;
+                drop(lock);
                 busy.store(false, Ordering::SeqCst);
+                match result {
+                    Ok(report) => {
+                        println!("{}", report.summary());
+                        crate::systemd::status(&report.summary());
+                    }
+                    // PostgreSQL: a database that went away (or a leadership lost) ends the
+                    // cycle, not the service: it stands by and competes again.
+                    Err(e) if lead.shared() => {
+                        tracing::error!(event = "cycle", outcome = "failed", error = %e, "cycle ended by a database failure: standing by");
+                        lead.lose(&ctx, &e.to_string()).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
                 if *stop.borrow() {
                     break;
                 }
@@ -1225,12 +1282,243 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
         }
     }
     crate::systemd::stopping();
-    let _ = ctx.store.delete_meta("service").await;
+    forget_service(&ctx).await;
+    lead.release(&ctx).await;
     let _ = sched.shutdown().await;
     let _ = delivery.await;
     ctx.store.close().await;
     tracing::info!(event = "stopped", "licrenew stopped");
     Ok(())
+}
+
+/// Records this process as the running service (`meta` key `service`: `status`, the page).
+async fn record_service(ctx: &Ctx) -> Result<(), crate::store::StoreError> {
+    let record = crate::overview::ServiceRecord {
+        pid: i64::from(std::process::id()),
+        host: crate::overview::hostname(),
+        started_at: Utc::now(),
+    };
+    ctx.store
+        .set_meta(
+            "service",
+            &serde_json::to_string(&record).unwrap_or_default(),
+            Utc::now(),
+        )
+        .await
+}
+
+/// Removes the service record if it is this process's (a standby never removes the leader's).
+async fn forget_service(ctx: &Ctx) {
+    let ours = match ctx.store.meta("service").await {
+        Ok(Some((v, _))) => {
+            serde_json::from_str::<crate::overview::ServiceRecord>(&v).is_ok_and(|r| {
+                r.pid == i64::from(std::process::id()) && r.host == crate::overview::hostname()
+            })
+        }
+        _ => false,
+    };
+    if ours {
+        let _ = ctx.store.delete_meta("service").await;
+    }
+}
+
+/// The service's leadership. SQLite: one process per database, always the leader.
+/// PostgreSQL: every `licrenew run` on the database competes for a session-level advisory
+/// lock on the account's key; the holder runs cycles and delivers alerts, the others stand
+/// by. Every intent is fenced on the lock (see `Store::set_leader_fence`), so an instance
+/// that lost it pays nothing, whatever it still believes.
+struct Lead {
+    opts: Option<sqlx::postgres::PgConnectOptions>,
+    key: i64,
+    held: Option<crate::leader::Leadership>,
+    tx: watch::Sender<bool>,
+}
+
+impl Lead {
+    fn new(ctx: &Ctx) -> Lead {
+        let opts = ctx.store.pg_options().cloned();
+        let leading = opts.is_none();
+        ctx.metrics.set_leader(leading);
+        Lead {
+            opts,
+            key: ctx.settings.lock_key("leader"),
+            held: None,
+            tx: watch::channel(leading).0,
+        }
+    }
+
+    /// Several instances may share the database (PostgreSQL).
+    fn shared(&self) -> bool {
+        self.opts.is_some()
+    }
+
+    fn is_leading(&self) -> bool {
+        !self.shared() || self.held.is_some()
+    }
+
+    /// Follows whether this instance leads.
+    fn leading(&self) -> watch::Receiver<bool> {
+        self.tx.subscribe()
+    }
+
+    /// One attempt to lead; on success records it, says so, alerts, and reconciles every
+    /// open journal row before anything else. `true` when this instance now leads.
+    async fn try_lead(&mut self, ctx: &Ctx) -> bool {
+        let Some(opts) = &self.opts else { return true };
+        let l = match crate::leader::Leadership::try_acquire(opts, self.key).await {
+            Ok(Some(l)) => l,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(event = "leader", error = %e, "standby: the database is not reachable");
+                return false;
+            }
+        };
+        ctx.store.set_leader_fence(Some(l.fence()));
+        self.held = Some(l);
+        let previous = ctx
+            .store
+            .meta("service")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|(v, _)| serde_json::from_str::<crate::overview::ServiceRecord>(&v).ok())
+            .map(|r| format!("{} pid {}", r.host, r.pid));
+        let me = format!("{} pid {}", crate::overview::hostname(), std::process::id());
+        tracing::warn!(event = "leader", leading = true, host = %crate::overview::hostname(), pid = std::process::id(),
+            previous = previous.as_deref(), "this instance leads: it runs the cycles");
+        let taken = async {
+            record_service(ctx).await?;
+            // A change of hands is worth a look (why did the other one stop?); a first
+            // start is not.
+            let changed = previous.as_ref().is_some_and(|p| *p != me);
+            let a = crate::alerts::Alert::new(
+                "leader",
+                if changed {
+                    crate::alerts::Severity::Warning
+                } else {
+                    crate::alerts::Severity::Info
+                },
+                format!(
+                    "leader:{}:{}:{}",
+                    crate::overview::hostname(),
+                    std::process::id(),
+                    Utc::now().timestamp()
+                ),
+                "leader changed",
+                match &previous {
+                    Some(p) if *p != me => format!("{me} now leads (before: {p})"),
+                    _ => format!("{me} now leads"),
+                },
+            );
+            crate::alerts::queue(&ctx.store, &ctx.settings.alerts, vec![a], Utc::now()).await?;
+            // Open rows of the previous leader first: never paid again, settled on evidence.
+            let _lock = ctx.lock(true).await?;
+            startup_reconcile(ctx).await
+        }
+        .await;
+        if let Err(e) = taken {
+            tracing::error!(event = "leader", error = %e, "could not take over: standing by");
+            self.lose(ctx, &e.to_string()).await;
+            return false;
+        }
+        ctx.metrics.set_leader(true);
+        self.tx.send_replace(true);
+        ctx.alert_wake.notify_one();
+        true
+    }
+
+    /// The leader's heartbeat: still listed as the lock's holder, within the heartbeat.
+    async fn check(&mut self, ctx: &Ctx) {
+        let timeout = ctx.settings.heartbeat.max(Duration::from_secs(2));
+        if let Some(l) = self.held.as_mut()
+            && !l.still_held(timeout).await
+        {
+            self.lose(
+                ctx,
+                "the database no longer lists this instance as the leader",
+            )
+            .await;
+        }
+    }
+
+    /// Leadership over: nothing more is written as an intent, the cycles and deliveries
+    /// stop, and the instance stands by.
+    async fn lose(&mut self, ctx: &Ctx, why: &str) {
+        if !self.shared() {
+            return;
+        }
+        ctx.store.set_leader_fence(None);
+        ctx.metrics.set_leader(false);
+        self.tx.send_replace(false);
+        if let Some(l) = self.held.take() {
+            tracing::warn!(
+                event = "leader",
+                leading = false,
+                reason = why,
+                "leadership lost: standing by"
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(2), l.release()).await;
+        }
+    }
+
+    /// Gives the leadership up at exit.
+    async fn release(&mut self, ctx: &Ctx) {
+        ctx.store.set_leader_fence(None);
+        if let Some(l) = self.held.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), l.release()).await;
+        }
+    }
+
+    /// One renewal cycle; on PostgreSQL the leadership is checked while it runs and the cycle
+    /// is stopped (as by SIGTERM: reads abandoned, the paid call in flight awaited) as soon
+    /// as it is lost.
+    async fn run_cycle(
+        &mut self,
+        ctx: &Ctx,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<CycleReport, crate::store::StoreError> {
+        if !self.shared() {
+            return run_once(ctx, Mode::Renew, stop).await;
+        }
+        let (cycle_stop_tx, cycle_stop) = watch::channel(*stop.borrow());
+        let mut outer = stop.clone();
+        let mut outer_open = true;
+        let mut check = tokio::time::interval(ctx.settings.heartbeat);
+        check.tick().await;
+        let mut lost = None;
+        let cycle = run_once(ctx, Mode::Renew, &cycle_stop);
+        tokio::pin!(cycle);
+        let result = loop {
+            tokio::select! {
+                r = &mut cycle => break r,
+                changed = outer.changed(), if outer_open => {
+                    outer_open = changed.is_ok();
+                    if *outer.borrow() {
+                        cycle_stop_tx.send_replace(true);
+                    }
+                }
+                _ = check.tick(), if lost.is_none() => {
+                    let timeout = ctx.settings.heartbeat.max(Duration::from_secs(2));
+                    if let Some(l) = self.held.as_mut()
+                        && !l.still_held(timeout).await
+                    {
+                        // No intent passes the fence any more; stop reading too.
+                        ctx.store.set_leader_fence(None);
+                        cycle_stop_tx.send_replace(true);
+                        lost = Some(());
+                    }
+                }
+            }
+        };
+        if lost.is_some() {
+            self.lose(
+                ctx,
+                "the database no longer lists this instance as the leader",
+            )
+            .await;
+        }
+        result
+    }
 }
 
 fn make_job(

@@ -1,4 +1,4 @@
-//! Leadership on PostgreSQL (issue 15, a building block not yet wired into the daemon): one
+//! Leadership on PostgreSQL: one
 //! instance of those sharing a database holds a session-level advisory lock on a key derived
 //! from the billing account, on a connection of its own (never a pooled one: the lock belongs
 //! to the session). The session carries the host and pid in its `application_name` (so anyone
@@ -42,26 +42,36 @@ pub fn application_name() -> String {
 pub struct Leadership {
     conn: PgConnection,
     key: i64,
+    pid: i32,
+}
+
+/// The session options of a leader: named after this process, with TCP keepalives so the
+/// server frees the lock within ~20 s of this host going silent.
+pub fn session_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(PgConnectOptions::from_str(url)?
+        .application_name(&application_name())
+        .options([
+            ("tcp_keepalives_idle", "5"),
+            ("tcp_keepalives_interval", "5"),
+            ("tcp_keepalives_count", "3"),
+        ]))
 }
 
 impl Leadership {
     /// One attempt: a new session, then `pg_try_advisory_lock`. `None` when another session
     /// holds the key.
-    pub async fn try_acquire(url: &str, key: i64) -> Result<Option<Leadership>, sqlx::Error> {
-        let opts = PgConnectOptions::from_str(url)?
-            .application_name(&application_name())
-            .options([
-                ("tcp_keepalives_idle", "5"),
-                ("tcp_keepalives_interval", "5"),
-                ("tcp_keepalives_count", "3"),
-            ]);
-        let mut conn = PgConnection::connect_with(&opts).await?;
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(key)
-            .fetch_one(&mut conn)
-            .await?;
+    pub async fn try_acquire(
+        opts: &PgConnectOptions,
+        key: i64,
+    ) -> Result<Option<Leadership>, sqlx::Error> {
+        let mut conn = PgConnection::connect_with(opts).await?;
+        let (got, pid): (bool, i32) =
+            sqlx::query_as("SELECT pg_try_advisory_lock($1), pg_backend_pid()")
+                .bind(key)
+                .fetch_one(&mut conn)
+                .await?;
         if got {
-            Ok(Some(Leadership { conn, key }))
+            Ok(Some(Leadership { conn, key, pid }))
         } else {
             let _ = conn.close().await;
             Ok(None)
@@ -71,7 +81,7 @@ impl Leadership {
     /// Tries every `retry` until this instance leads, or `stop` is set (`None`). Connection
     /// errors are retried too: a standby outlives a database restart.
     pub async fn acquire(
-        url: &str,
+        opts: &PgConnectOptions,
         key: i64,
         retry: Duration,
         stop: &tokio::sync::watch::Receiver<bool>,
@@ -80,7 +90,7 @@ impl Leadership {
             if *stop.borrow() {
                 return None;
             }
-            match Leadership::try_acquire(url, key).await {
+            match Leadership::try_acquire(opts, key).await {
                 Ok(Some(l)) => return Some(l),
                 Ok(None) => {}
                 Err(e) => {
@@ -109,6 +119,11 @@ impl Leadership {
         .bind(self.key)
         .fetch_one(&mut self.conn);
         matches!(tokio::time::timeout(timeout, ask).await, Ok(Ok(true)))
+    }
+
+    /// The session and key holding the leadership, for the intent fence.
+    pub fn fence(&self) -> (i32, i64) {
+        (self.pid, self.key)
     }
 
     /// Gives the leadership up (the lock goes with the session).

@@ -399,7 +399,7 @@ pub async fn build(
             Some(_) => "ok",
         },
         api,
-        database: settings.database.display().to_string(),
+        database: settings.database.to_string(),
         alerts_pending: pending,
         alerts_failing: failing,
         balance,

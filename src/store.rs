@@ -13,6 +13,7 @@ use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
@@ -46,6 +47,10 @@ pub enum StoreError {
     /// Another process holds the renewal lock (a cycle or a paid command is running).
     #[error("{0}")]
     Busy(String),
+    /// PostgreSQL: this instance does not hold the renewal lock (or no longer leads), so no
+    /// intent is written and nothing is sent.
+    #[error("{0}")]
+    NotLeader(String),
 }
 
 /// A license row as stored.
@@ -237,6 +242,7 @@ pub(super) async fn intent_on(
                 conn: &mut $conn,
                 i: &Intent,
                 cap: Option<u32>,
+                fence: &[(i32, i64)],
                 now: DateTime<Utc>,
             ) -> Result<IntentResult, StoreError> {
                 // In a savepoint of its own: a refused insert (the unique index) undoes only itself, on
@@ -244,13 +250,15 @@ pub(super) async fn intent_on(
                 // its COMMIT silently roll back the license row written before it).
                 let cap = cap.map(i64::from);
                 let mut sp = sqlx::Connection::begin(&mut *conn).await?;
-                let res = sqlx::query(
+                let sql = format!(
                     "INSERT INTO renewals (elid, licname, product, period, expiry_before, state, source, created_at, cycle_id, policy_file, policy_hash, cost_cents, cost_currency)
                      SELECT $1, $2, $3, $4, $5, 'sending', $6, $7, $8, $9, $10, $11, $12
-                     WHERE CAST($13 AS BIGINT) IS NULL
-                        OR (SELECT COUNT(*) FROM renewals WHERE cycle_id IS NOT DISTINCT FROM $14) < $15
+                     WHERE (CAST($13 AS BIGINT) IS NULL
+                        OR (SELECT COUNT(*) FROM renewals WHERE cycle_id IS NOT DISTINCT FROM $14) < $15){}
                      RETURNING id",
-                )
+                    fence_sql(fence.len(), 16)
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(i.elid)
                 .bind(&i.licname)
                 .bind(i.product)
@@ -265,12 +273,24 @@ pub(super) async fn intent_on(
                 .bind(i.cost.as_ref().map(|c| c.currency.as_str()))
                 .bind(cap)
                 .bind(i.cycle_id)
-                .bind(cap)
-                .fetch_optional(&mut *sp)
-                .await;
+                .bind(cap);
+                for (pid, key) in fence {
+                    q = q.bind(*pid).bind(*key);
+                }
+                let res = q.fetch_optional(&mut *sp).await;
                 match res {
                     Ok(None) => {
                         sp.commit().await?;
+                        if !fence.is_empty() {
+                            let sql = format!("SELECT TRUE WHERE TRUE{}", fence_sql(fence.len(), 1));
+                            let mut q = sqlx::query_scalar::<_, bool>(sqlx::AssertSqlSafe(sql));
+                            for (pid, key) in fence {
+                                q = q.bind(*pid).bind(*key);
+                            }
+                            if q.fetch_optional(&mut *conn).await?.is_none() {
+                                return Err(Store::not_leader());
+                            }
+                        }
                         Ok(IntentResult::CapReached)
                     }
                     Ok(Some(r)) => {
@@ -394,6 +414,40 @@ enum Pool {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: Pool,
+    origin: Arc<Origin>,
+    /// PostgreSQL: the advisory locks this instance holds, each as (backend pid, key); every
+    /// intent is written only while the server still lists them as held by those sessions.
+    fence: Arc<Mutex<Fence>>,
+}
+
+/// Where a store's database is, for the sessions that hold locks.
+#[derive(Debug)]
+enum Origin {
+    Sqlite(PathBuf),
+    Pg {
+        opts: Box<sqlx::postgres::PgConnectOptions>,
+        shown: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Fence {
+    leader: Option<(i32, i64)>,
+    renew: Option<(i32, i64)>,
+}
+
+/// `AND EXISTS (…)` per held lock: the session `$p` holds the advisory lock `$k` (parameters
+/// numbered from `first`, pid then key per lock). PostgreSQL only.
+fn fence_sql(locks: usize, first: usize) -> String {
+    (0..locks)
+        .map(|i| {
+            let (p, k) = (first + 2 * i, first + 2 * i + 1);
+            format!(
+                " AND EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
+                   AND pid = ${p} AND classid = ((${k} >> 32) & 4294967295)::oid AND objid = (${k} & 4294967295)::oid)"
+            )
+        })
+        .collect()
 }
 
 const LICENSE_COLS: &str = "elid, licname, ip, product, period, expiry, status, status_raw, first_seen, last_seen, gone_since, last_outcome, last_reason, last_decided, autoprolong, lapsed_since, pricelist_label, special, cost_cents, cost_currency";
@@ -448,32 +502,166 @@ impl Store {
             })?;
         Ok(Store {
             pool: Pool::Sqlite(pool),
+            origin: Arc::new(Origin::Sqlite(path.to_owned())),
+            fence: Arc::default(),
         })
+    }
+
+    /// Opens the database `spec` names: a SQLite file or a PostgreSQL database.
+    pub async fn connect(spec: &crate::config::DatabaseSpec) -> Result<Store, StoreError> {
+        match spec {
+            crate::config::DatabaseSpec::Sqlite(p) => Store::open(p).await,
+            crate::config::DatabaseSpec::Postgres(u) => Store::open_postgres(u).await,
+        }
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match &self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Pg(_) => "postgres",
+        }
+    }
+
+    /// PostgreSQL: how to open a session of one's own (to hold an advisory lock).
+    pub fn pg_options(&self) -> Option<&sqlx::postgres::PgConnectOptions> {
+        match &*self.origin {
+            Origin::Pg { opts, .. } => Some(opts),
+            Origin::Sqlite(_) => None,
+        }
+    }
+
+    /// PostgreSQL: from now on every intent also requires the leader lock `key` to be held
+    /// by the session `pid` (`None`: no longer leading).
+    pub fn set_leader_fence(&self, held: Option<(i32, i64)>) {
+        self.fence.lock().unwrap_or_else(|e| e.into_inner()).leader = held;
+    }
+
+    /// The locks an intent requires on PostgreSQL: the renewal lock, and the leadership
+    /// when this process leads. `Err(NotLeader)` without the renewal lock; `Ok(empty)` on
+    /// SQLite (the file lock and a single writer do the same there).
+    fn fence_locks(&self) -> Result<Vec<(i32, i64)>, StoreError> {
+        if let Pool::Sqlite(_) = self.pool {
+            return Ok(Vec::new());
+        }
+        let f = *self.fence.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(renew) = f.renew else {
+            return Err(StoreError::NotLeader(
+                "the renewal lock is not held: nothing is written or sent".into(),
+            ));
+        };
+        Ok(std::iter::once(renew).chain(f.leader).collect())
+    }
+
+    fn not_leader() -> StoreError {
+        StoreError::NotLeader(
+            "this instance no longer holds its lock on the database: nothing is sent".into(),
+        )
+    }
+
+    /// Takes the renewal lock, held while a cycle or a paid command runs (never by read-only
+    /// commands): waits, saying so once, for another process's cycle or command to end; with
+    /// `wait` false fails at once naming who holds it. SQLite: a file lock beside the
+    /// database. PostgreSQL: the session-level advisory lock `key` (one per billing account)
+    /// on a session of its own, which also fences every intent written while it is held.
+    pub async fn renewal_lock(&self, key: i64, wait: bool) -> Result<RenewalLock, StoreError> {
+        let mut said = false;
+        loop {
+            let attempt = match &*self.origin {
+                Origin::Sqlite(path) => lock(path).map(|l| RenewalLock {
+                    _file: Some(l),
+                    _session: None,
+                    fence: None,
+                }),
+                Origin::Pg { opts, shown } => self.try_pg_lock(opts, shown, key).await,
+            };
+            match attempt {
+                Err(StoreError::Busy(why)) if wait => {
+                    if !said {
+                        eprintln!("licrenew: waiting: {why}");
+                        tracing::info!(event = "lock_wait", reason = %why, "waiting for the running cycle to end");
+                        said = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_pg_lock(
+        &self,
+        opts: &sqlx::postgres::PgConnectOptions,
+        shown: &str,
+        key: i64,
+    ) -> Result<RenewalLock, StoreError> {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect_with(opts).await?;
+        let (got, pid): (bool, i32) =
+            sqlx::query_as("SELECT pg_try_advisory_lock($1), pg_backend_pid()")
+                .bind(key)
+                .fetch_one(&mut conn)
+                .await?;
+        if got {
+            self.fence.lock().unwrap_or_else(|e| e.into_inner()).renew = Some((pid, key));
+            return Ok(RenewalLock {
+                _file: None,
+                _session: Some(conn),
+                fence: Some(self.fence.clone()),
+            });
+        }
+        let who = crate::leader::holder(&mut conn, key)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "another session".into());
+        let _ = conn.close().await;
+        Err(StoreError::Busy(format!(
+            "another licrenew process ({who}) is renewing with {shown}; only one may at a time"
+        )))
     }
 
     /// Opens a PostgreSQL database (`postgres://…`) and applies [`PG_MIGRATOR`]. The same
     /// store API as SQLite's, the same SQL text; the backend is not offered by the config yet
     /// (leadership, issue 15, comes first).
     pub async fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        use std::str::FromStr;
+        let shown = crate::config::redact_url(url);
+        let opened = |source| StoreError::Open {
+            path: PathBuf::from(&shown),
+            source,
+            os: None,
+        };
+        // Every session of this process names it (`licrenew <host> <pid>`) and is dropped by
+        // the server within ~20 s of this host going silent (keepalives).
+        let opts = sqlx::postgres::PgConnectOptions::from_str(url)
+            .map_err(opened)?
+            .application_name(&crate::leader::application_name())
+            .options([
+                ("tcp_keepalives_idle", "5"),
+                ("tcp_keepalives_interval", "5"),
+                ("tcp_keepalives_count", "3"),
+            ]);
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
-            .connect(url)
+            .connect_with(opts.clone())
             .await
-            .map_err(|source| StoreError::Open {
-                path: PathBuf::from("postgres"),
-                source,
-                os: None,
-            })?;
+            .map_err(opened)?;
         PG_MIGRATOR
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate {
-                path: PathBuf::from("postgres"),
+                path: PathBuf::from(&shown),
                 source,
             })?;
         Ok(Store {
             pool: Pool::Pg(pool),
+            origin: Arc::new(Origin::Pg {
+                opts: Box::new(opts),
+                shown,
+            }),
+            fence: Arc::default(),
         })
     }
 
@@ -816,9 +1004,10 @@ impl Store {
         cap: Option<u32>,
         now: DateTime<Utc>,
     ) -> Result<IntentResult, StoreError> {
+        let fence = self.fence_locks()?;
         on!(self, pool, db => {
             let mut conn = pool.acquire().await?;
-            db::intent_on(&mut conn, i, cap, now).await
+            db::intent_on(&mut conn, i, cap, &fence, now).await
         })
     }
 
@@ -832,12 +1021,13 @@ impl Store {
         cap: Option<u32>,
         now: DateTime<Utc>,
     ) -> Result<IntentResult, StoreError> {
+        let fence = self.fence_locks()?;
         on!(self, pool, db => {
             let mut tx = pool.begin().await?;
             db::upsert_one(&mut tx, fresh, now).await?;
             // A refused intent (duplicate, cap) aborts only its own statement; the license row is
             // still worth keeping.
-            let r = db::intent_on(&mut tx, i, cap, now).await?;
+            let r = db::intent_on(&mut tx, i, cap, &fence, now).await?;
             tx.commit().await?;
             Ok(r)
         })
@@ -1084,22 +1274,29 @@ impl Store {
         op: &OperationIntent<'_>,
         now: DateTime<Utc>,
     ) -> Result<Option<i64>, StoreError> {
+        let fence = self.fence_locks()?;
+        let sql = format!(
+            "INSERT INTO operations (kind, elid, product, period, licname, ip, state, created_at)
+             SELECT $1, $2, $3, $4, $5, $6, 'sending', $7 WHERE TRUE{} RETURNING id",
+            fence_sql(fence.len(), 8)
+        );
         on!(self, pool, db => {
-            let res = sqlx::query(
-                "INSERT INTO operations (kind, elid, product, period, licname, ip, state, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'sending', $7) RETURNING id",
-            )
-            .bind(op.kind)
-            .bind(op.elid)
-            .bind(op.product)
-            .bind(op.period)
-            .bind(op.licname)
-            .bind(op.ip)
-            .bind(now)
-            .fetch_one(pool)
-            .await;
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(op.kind)
+                .bind(op.elid)
+                .bind(op.product)
+                .bind(op.period)
+                .bind(op.licname)
+                .bind(op.ip)
+                .bind(now);
+            for (pid, key) in &fence {
+                q = q.bind(*pid).bind(*key);
+            }
+            let res = q.fetch_optional(pool).await;
             match res {
-                Ok(r) => Ok(Some(r.try_get::<i64, _>("id")?)),
+                Ok(Some(r)) => Ok(Some(r.try_get::<i64, _>("id")?)),
+                // Only the fence can make the insert write nothing.
+                Ok(None) => Err(Store::not_leader()),
                 Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
                 Err(e) => Err(e.into()),
             }
@@ -1488,30 +1685,27 @@ const UPSERT_TAIL: &str = " ON CONFLICT(elid) DO UPDATE SET licname = excluded.l
            cost_currency = COALESCE(excluded.cost_currency, licenses.cost_currency),
            fields_hash = excluded.fields_hash";
 
+/// The renewal lock, held for as long as it lives (see [`Store::renewal_lock`]).
+pub struct RenewalLock {
+    _file: Option<ProcessLock>,
+    /// PostgreSQL: the session holding the advisory lock (closing it frees the lock).
+    _session: Option<sqlx::PgConnection>,
+    fence: Option<Arc<Mutex<Fence>>>,
+}
+
+impl Drop for RenewalLock {
+    fn drop(&mut self) {
+        if let Some(f) = &self.fence {
+            f.lock().unwrap_or_else(|e| e.into_inner()).renew = None;
+        }
+    }
+}
+
 /// Holds the per-database process lock for as long as it lives.
 #[derive(Debug)]
 pub struct ProcessLock {
     _file: std::fs::File,
     pub path: PathBuf,
-}
-
-/// Takes the renewal lock, waiting (when `wait`) for a cycle or paid command of another
-/// process to end, and saying once that it waits; without `wait`, fails at once.
-pub async fn lock_wait(db: &Path, wait: bool) -> Result<ProcessLock, StoreError> {
-    let mut said = false;
-    loop {
-        match lock(db) {
-            Err(StoreError::Busy(why)) if wait => {
-                if !said {
-                    eprintln!("licrenew: waiting: {why}");
-                    tracing::info!(event = "lock_wait", reason = %why, "waiting for the running cycle to end");
-                    said = true;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            other => return other,
-        }
-    }
 }
 
 /// Takes the renewal lock beside the database (`DB.lock`): held while a cycle or a paid

@@ -47,7 +47,7 @@ pub(super) async fn reload(
     timeout: std::time::Duration,
 ) -> Result<ExitCode, Failure> {
     let s = settings(args)?;
-    let store = crate::store::Store::open(&s.database)
+    let store = crate::store::Store::connect(&s.database)
         .await
         .map_err(anyhow::Error::from)?;
     let before = crate::daemon::last_reload(&store)
@@ -112,9 +112,7 @@ pub(super) async fn cycle(
         .map_err(anyhow::Error::from)?;
     // A dry run delivers nothing (as certbot's --dry-run runs no hook).
     if mode != crate::daemon::Mode::DryRun {
-        crate::alerts::deliver_once(&ctx.store, &ctx.settings.alerts)
-            .await
-            .map_err(anyhow::Error::from)?;
+        ctx.deliver_once().await.map_err(anyhow::Error::from)?;
     }
     ctx.store.close().await;
     if args.json {

@@ -428,16 +428,19 @@ pub(super) fn settings(args: &Args) -> Result<Settings, Failure> {
     crate::telemetry::init(s.log_format, &s.log_level);
     // Config and password are read: a root shell now works as the service's user, so the
     // database, its WAL and the lock stay that user's (one database for both).
-    match crate::privileges::become_database_owner(&s.database) {
-        Ok(Some(uid)) => {
-            tracing::debug!(event = "privileges", uid, database = %s.database.display(), "working as the database's owner")
-        }
-        Ok(None) => {}
-        Err(e) => {
-            return Err(Failure::Other(anyhow::anyhow!(
-                "cannot work as the owner of {}: {e}",
-                s.database.display()
-            )));
+    // (PostgreSQL: no local file to own.)
+    if let Some(db) = s.database.sqlite_path() {
+        match crate::privileges::become_database_owner(db) {
+            Ok(Some(uid)) => {
+                tracing::debug!(event = "privileges", uid, database = %db.display(), "working as the database's owner")
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Err(Failure::Other(anyhow::anyhow!(
+                    "cannot work as the owner of {}: {e}",
+                    db.display()
+                )));
+            }
         }
     }
     if s.billmgr.insecure() {

@@ -28,7 +28,7 @@ pub(super) async fn offline(
     Failure,
 > {
     let mut s = settings(args)?;
-    let store = crate::store::Store::open(&s.database)
+    let store = crate::store::Store::connect(&s.database)
         .await
         .map_err(anyhow::Error::from)?;
     if s.billmgr.api.is_none()
@@ -123,7 +123,7 @@ pub(super) async fn history(
     limit: u32,
 ) -> Result<ExitCode, Failure> {
     let s = settings(args)?;
-    let store = crate::store::Store::open(&s.database)
+    let store = crate::store::Store::connect(&s.database)
         .await
         .map_err(anyhow::Error::from)?;
     let rows = store
@@ -203,13 +203,13 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
             s.billmgr.url
         );
     }
-    say!("database   {}", s.database.display());
+    say!("database   {} ({})", s.database, s.database.backend());
     for old in crate::config::old_database_locations(&s) {
         if old.exists() {
             say!(
                 "warning    another licrenew database exists at {} (an old default location); licrenew uses {} — move it there if it holds your journal",
                 old.display(),
-                s.database.display()
+                s.database
             );
         }
     }

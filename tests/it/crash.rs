@@ -2,7 +2,7 @@
 //! abrupt) at every point of a renewal, restarted, and left to reconcile. Each point is hit
 //! several times; after each, every money invariant of [`crate::ledger`] must hold.
 
-use crate::both_apis;
+use crate::all_backends;
 use crate::ledger::{
     LITE, assert_invariants, assert_no_panic, journal, place_due, seen_for, settle, wait_for,
 };
@@ -207,10 +207,10 @@ async fn a_kill_at_any_moment_of_a_cycle_never_pays_twice_nor_loses_an_outcome(a
     }
 }
 
-both_apis!(a_crash_before_the_intent_row_leaves_no_trace_and_the_restart_renews_once);
-both_apis!(a_crash_after_the_intent_commit_is_settled_as_not_sent_and_renewed_once);
-both_apis!(a_crash_after_the_answer_before_the_outcome_is_reconciled_as_bought_not_paid_again);
-both_apis!(a_crash_after_the_outcome_is_recorded_changes_nothing_on_restart);
-both_apis!(a_kill_while_the_paid_call_is_in_flight_is_reconciled_as_one_extension);
-both_apis!(a_kill_after_the_server_applied_but_before_the_answer_is_reconciled_as_one_extension);
-both_apis!(a_kill_at_any_moment_of_a_cycle_never_pays_twice_nor_loses_an_outcome);
+all_backends!(a_crash_before_the_intent_row_leaves_no_trace_and_the_restart_renews_once);
+all_backends!(a_crash_after_the_intent_commit_is_settled_as_not_sent_and_renewed_once);
+all_backends!(a_crash_after_the_answer_before_the_outcome_is_reconciled_as_bought_not_paid_again);
+all_backends!(a_crash_after_the_outcome_is_recorded_changes_nothing_on_restart);
+all_backends!(a_kill_while_the_paid_call_is_in_flight_is_reconciled_as_one_extension);
+all_backends!(a_kill_after_the_server_applied_but_before_the_answer_is_reconciled_as_one_extension);
+all_backends!(a_kill_at_any_moment_of_a_cycle_never_pays_twice_nor_loses_an_outcome);

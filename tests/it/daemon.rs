@@ -1,6 +1,6 @@
 //! The renewal daemon as the real binary against the simulator, with real SQLite files.
 
-use crate::both_apis;
+use crate::all_backends;
 use crate::ledger::wait_for;
 use crate::support::{Env, code, days, signal, stderr, stdout};
 use licrenew::config::Api;
@@ -324,10 +324,7 @@ async fn a_bad_policy_file_exits_78_naming_file_and_line_and_changes_nothing(api
         env.sim.requests().is_empty(),
         "no request before the policies are valid"
     );
-    assert!(
-        !env.path("licrenew.db").exists(),
-        "the database is not touched"
-    );
+    assert!(!env.database_exists().await, "the database is not touched");
 }
 
 async fn the_database_shows_licenses_and_their_last_outcome(api: Api) {
@@ -360,11 +357,7 @@ async fn manual_commands_work_beside_an_idle_service_and_wait_for_a_running_cycl
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
-    wait_for(
-        || env.path("licrenew.db").exists(),
-        "the service's database",
-    )
-    .await;
+    env.wait_for_database().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Idle between ticks: nothing is locked, every command works.
@@ -539,19 +532,19 @@ async fn a_kill_9_while_the_paid_call_is_in_flight_leads_to_one_extension_not_tw
     assert_eq!(rec["outcome"], "reconciled_ok");
 }
 
-both_apis!(due_licenses_are_renewed_exactly_once_with_the_policys_period_and_nothing_else_is);
-both_apis!(every_renewal_event_is_one_json_line_with_the_documented_fields);
-both_apis!(an_error_document_for_one_license_is_recorded_and_the_others_still_renew);
-both_apis!(dry_run_prints_the_plan_and_makes_no_paid_call);
-both_apis!(an_answer_lost_after_the_server_applied_is_reconciled_and_not_paid_again);
-both_apis!(an_answer_lost_before_the_server_applied_is_renewed_once_after_settling);
-both_apis!(an_unknown_outcome_is_left_alone_while_settling);
-both_apis!(a_bad_policy_file_exits_78_naming_file_and_line_and_changes_nothing);
-both_apis!(the_database_shows_licenses_and_their_last_outcome);
-both_apis!(manual_commands_work_beside_an_idle_service_and_wait_for_a_running_cycle);
-both_apis!(run_renews_on_schedule_picks_up_a_policy_on_sighup_and_exits_0_on_sigterm);
-both_apis!(an_invalid_policy_on_sighup_keeps_the_running_ones);
-both_apis!(a_kill_9_while_the_paid_call_is_in_flight_leads_to_one_extension_not_two);
+all_backends!(due_licenses_are_renewed_exactly_once_with_the_policys_period_and_nothing_else_is);
+all_backends!(every_renewal_event_is_one_json_line_with_the_documented_fields);
+all_backends!(an_error_document_for_one_license_is_recorded_and_the_others_still_renew);
+all_backends!(dry_run_prints_the_plan_and_makes_no_paid_call);
+all_backends!(an_answer_lost_after_the_server_applied_is_reconciled_and_not_paid_again);
+all_backends!(an_answer_lost_before_the_server_applied_is_renewed_once_after_settling);
+all_backends!(an_unknown_outcome_is_left_alone_while_settling);
+all_backends!(a_bad_policy_file_exits_78_naming_file_and_line_and_changes_nothing);
+all_backends!(the_database_shows_licenses_and_their_last_outcome);
+all_backends!(manual_commands_work_beside_an_idle_service_and_wait_for_a_running_cycle);
+all_backends!(run_renews_on_schedule_picks_up_a_policy_on_sighup_and_exits_0_on_sigterm);
+all_backends!(an_invalid_policy_on_sighup_keeps_the_running_ones);
+all_backends!(a_kill_9_while_the_paid_call_is_in_flight_leads_to_one_extension_not_two);
 
 #[tokio::test]
 async fn a_license_with_server_side_autoprolong_is_skipped_unless_the_policy_overrides_it() {

@@ -2,19 +2,20 @@
 //! key, the next takes over when it gives up, and a holder whose session is cut learns it lost.
 
 use crate::schema::pg_db;
-use licrenew::leader::{Leadership, holder, key};
+use licrenew::leader::{Leadership, holder, key, session_options};
 use sqlx::Connection;
 use std::time::Duration;
 
 #[tokio::test]
 async fn one_instance_leads_per_account_and_the_next_takes_over_when_it_lets_go() {
     let Some(db) = pg_db().await else { return };
+    let opts = session_options(&db.url).expect("url");
     let k = key("leader", "https://billing.example/billmgr", "reseller");
     let other_account = key("leader", "https://billing.example/billmgr", "someone-else");
 
-    let first = Leadership::try_acquire(&db.url, k).await.expect("connect");
-    let second = Leadership::try_acquire(&db.url, k).await.expect("connect");
-    let elsewhere = Leadership::try_acquire(&db.url, other_account)
+    let first = Leadership::try_acquire(&opts, k).await.expect("connect");
+    let second = Leadership::try_acquire(&opts, k).await.expect("connect");
+    let elsewhere = Leadership::try_acquire(&opts, other_account)
         .await
         .expect("connect");
     let mut first = first.expect("the first leads");
@@ -25,7 +26,7 @@ async fn one_instance_leads_per_account_and_the_next_takes_over_when_it_lets_go(
     let (_tx, stop) = tokio::sync::watch::channel(false);
     let next = tokio::time::timeout(
         Duration::from_secs(5),
-        Leadership::acquire(&db.url, k, Duration::from_millis(100), &stop),
+        Leadership::acquire(&opts, k, Duration::from_millis(100), &stop),
     )
     .await
     .expect("takes over quickly");
@@ -49,15 +50,16 @@ async fn one_instance_leads_per_account_and_the_next_takes_over_when_it_lets_go(
 #[tokio::test]
 async fn a_leader_whose_session_is_cut_knows_it_lost_and_a_standby_takes_over() {
     let Some(db) = pg_db().await else { return };
+    let opts = session_options(&db.url).expect("url");
     let k = key("leader", "https://billing.example/billmgr", "partition");
-    let mut leader = Leadership::try_acquire(&db.url, k)
+    let mut leader = Leadership::try_acquire(&opts, k)
         .await
         .expect("connect")
         .expect("leads");
     let (_tx, stop) = tokio::sync::watch::channel(false);
-    let url = db.url.clone();
+    let standby_opts = opts.clone();
     let standby = tokio::spawn(async move {
-        Leadership::acquire(&url, k, Duration::from_millis(200), &stop).await
+        Leadership::acquire(&standby_opts, k, Duration::from_millis(200), &stop).await
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(

@@ -24,15 +24,39 @@ pub async fn read_db(path: &std::path::Path) -> (Vec<JournalRow>, String) {
     (rows, integrity)
 }
 
+/// The journal rows (oldest first) and the integrity check of the Env's database (SQLite
+/// file or PostgreSQL).
+pub async fn read_env_db(env: &Env) -> (Vec<JournalRow>, String) {
+    if env.pg.is_none() {
+        return read_db(&env.path("licrenew.db")).await;
+    }
+    assert!(
+        !env.path("licrenew.db").exists(),
+        "a test on PostgreSQL left a SQLite file: the config did not reach the binary"
+    );
+    let store = Store::connect(&env.database())
+        .await
+        .expect("database opens");
+    let mut rows = store.history(None, 100_000).await.expect("journal");
+    rows.reverse();
+    let integrity = store.integrity_check().await.expect("integrity check");
+    store.close().await;
+    (rows, integrity)
+}
+
 /// The journal of the Env's default database.
 pub async fn journal(env: &Env) -> Vec<JournalRow> {
-    read_db(&env.path("licrenew.db")).await.0
+    read_env_db(env).await.0
 }
 
 /// Asserts every money invariant against the database at `db`, and that each license of `due`
 /// (elid, expiry before the scenario) was extended exactly once, by one month.
 pub async fn assert_invariants_at(env: &Env, db: &std::path::Path, due: &[(i64, NaiveDate)]) {
     let (rows, integrity) = read_db(db).await;
+    check_invariants(env, rows, integrity, due);
+}
+
+fn check_invariants(env: &Env, rows: Vec<JournalRow>, integrity: String, due: &[(i64, NaiveDate)]) {
     let paid = env.sim.renewals_by_expiry();
 
     assert_eq!(integrity, "ok", "PRAGMA integrity_check");
@@ -91,7 +115,8 @@ pub async fn assert_invariants_at(env: &Env, db: &std::path::Path, due: &[(i64, 
 
 /// [`assert_invariants_at`] for the Env's default database.
 pub async fn assert_invariants(env: &Env, due: &[(i64, NaiveDate)]) {
-    assert_invariants_at(env, &env.path("licrenew.db"), due).await;
+    let (rows, integrity) = read_env_db(env).await;
+    check_invariants(env, rows, integrity, due);
 }
 
 /// Runs `licrenew renew` until a cycle exits 0 (open outcomes settled), at most `tries` times,

@@ -48,6 +48,44 @@ pub struct Env {
     pub api: Api,
     /// Product and period ids of this generation.
     pub p: Ids,
+    /// The state is in this PostgreSQL database rather than `licrenew.db` (see
+    /// [`all_backends`]).
+    pub pg: Option<licrenew::pgtest::PgTestDatabase>,
+}
+
+thread_local! {
+    /// The PostgreSQL database the next [`Env`] made on this thread uses (set by
+    /// [`all_backends`]; each `#[tokio::test]` runs on a thread of its own).
+    pub static NEXT_PG: std::cell::RefCell<Option<licrenew::pgtest::PgTestDatabase>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs a test body once per API generation on SQLite, and once more (BILLmanager 5/6, the
+/// pessimistic shapes) with the state in a fresh PostgreSQL database: three tests named
+/// after it. The PostgreSQL one is skipped, saying why, without a server (and fails instead
+/// under `LICRENEW_REQUIRE_POSTGRES=1`).
+#[macro_export]
+macro_rules! all_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn billmgr4() {
+                super::$name(licrenew::config::Api::Billmgr4).await
+            }
+            #[tokio::test]
+            async fn billmgr5() {
+                super::$name(licrenew::config::Api::Billmgr5).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                let Some(db) = licrenew::pgtest::PgTestDatabase::create().await else {
+                    return;
+                };
+                $crate::support::NEXT_PG.with(|c| *c.borrow_mut() = Some(db));
+                super::$name(licrenew::config::Api::Billmgr5).await
+            }
+        }
+    };
 }
 
 /// The wire ids of the products the tests use, per API generation: the same policies (by
@@ -157,6 +195,7 @@ impl Env {
             config,
             api,
             p: ids(api),
+            pg: NEXT_PG.with(|c| c.borrow_mut().take()),
         };
         env.write_config("");
         env
@@ -164,11 +203,17 @@ impl Env {
 
     /// Writes the config file; `extra` is appended (more sections).
     pub fn write_config(&self, extra: &str) {
-        // The database beside the config, unless the test names one.
+        // The database beside the config (or the test's PostgreSQL database), unless the
+        // test names one.
         let database = if extra.contains("[database]") {
-            ""
+            String::new()
+        } else if let Some(pg) = &self.pg {
+            format!(
+                "[database]\nurl = \"{}\"\nstandby_retry = \"300ms\"\nheartbeat = \"1s\"\n",
+                pg.url
+            )
         } else {
-            "[database]\nurl = \"licrenew.db\"\n"
+            "[database]\nurl = \"licrenew.db\"\n".to_owned()
         };
         let text = format!(
             r#"[billmgr]
@@ -203,6 +248,46 @@ level = "trace"
             .map(|l| format!("{l}\n"))
             .collect();
         std::fs::write(&self.config, text).expect("config");
+    }
+
+    /// The state database as the config names it.
+    pub fn database(&self) -> licrenew::config::DatabaseSpec {
+        match &self.pg {
+            Some(pg) => licrenew::config::DatabaseSpec::Postgres(pg.url.clone()),
+            None => licrenew::config::DatabaseSpec::Sqlite(self.path("licrenew.db")),
+        }
+    }
+
+    /// Whether licrenew created its database (the SQLite file, or the schema in PostgreSQL).
+    pub async fn database_exists(&self) -> bool {
+        match &self.pg {
+            None => self.path("licrenew.db").exists(),
+            Some(pg) => {
+                use sqlx::Connection;
+                let Ok(mut c) = sqlx::PgConnection::connect(&pg.url).await else {
+                    return false;
+                };
+                let made: bool =
+                    sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                        .fetch_one(&mut c)
+                        .await
+                        .unwrap_or(false);
+                let _ = c.close().await;
+                made
+            }
+        }
+    }
+
+    /// Waits (up to 15 s) until licrenew has created its database.
+    pub async fn wait_for_database(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !self.database_exists().await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no database after 15 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
