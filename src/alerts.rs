@@ -413,9 +413,14 @@ pub fn raise(f: &CycleFacts) -> Vec<Alert> {
                 }
                 let reason = skipped.get(&l.elid).copied().unwrap_or("not renewed");
                 // A renewal already on its way (paid, being applied, settling) is no problem.
-                if ["already renewed", "processing", "settling"]
-                    .iter()
-                    .any(|r| reason.starts_with(r))
+                if [
+                    "already renewed",
+                    "renewed elsewhere",
+                    "processing",
+                    "settling",
+                ]
+                .iter()
+                .any(|r| reason.starts_with(r))
                 {
                     continue;
                 }

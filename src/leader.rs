@@ -38,6 +38,15 @@ pub fn application_name() -> String {
     )
 }
 
+/// `licrenew <host> <pid>` as `<host> pid <pid>` (other names as they are).
+pub fn describe(application_name: &str) -> String {
+    let mut w = application_name.split(' ').skip(1);
+    match (w.next(), w.next()) {
+        (Some(h), Some(p)) => format!("{h} pid {p}"),
+        _ => application_name.to_owned(),
+    }
+}
+
 /// A held leadership: the session that holds the lock.
 pub struct Leadership {
     conn: PgConnection,
@@ -143,6 +152,29 @@ pub async fn holder(conn: &mut PgConnection, key: i64) -> Result<Option<String>,
     )
     .bind(key)
     .fetch_optional(conn)
+    .await
+}
+
+/// The licrenew processes connected to the database (`application_name` `licrenew <host>
+/// <pid>`), each with whether it holds `key` (leads).
+pub async fn instances(
+    conn: &mut PgConnection,
+    key: i64,
+) -> Result<Vec<(String, bool)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT a.application_name,
+                bool_or(l.pid IS NOT NULL) AS leads
+         FROM pg_stat_activity a
+         LEFT JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
+           AND l.objsubid = 1
+           AND l.classid = (($1 >> 32) & 4294967295)::oid
+           AND l.objid = ($1 & 4294967295)::oid
+         WHERE a.datname = current_database() AND a.application_name LIKE 'licrenew %'
+         GROUP BY a.application_name
+         ORDER BY 2 DESC, 1",
+    )
+    .bind(key)
+    .fetch_all(conn)
     .await
 }
 

@@ -91,6 +91,15 @@ pub struct ServiceView {
     pub login: &'static str,
     pub api: String,
     pub database: String,
+    /// `sqlite` or `postgres`.
+    pub backend: &'static str,
+    /// PostgreSQL: the instance that leads now (`<host> pid <pid>`), from the server's locks.
+    pub leader: Option<String>,
+    /// PostgreSQL: the other licrenew processes connected (`<host> pid <pid>`), standbys
+    /// and commands.
+    pub others: Vec<String>,
+    /// PostgreSQL: whether the process showing this leads (the status page of an instance).
+    pub this_leads: Option<bool>,
     pub alerts_pending: i64,
     pub alerts_failing: i64,
     pub balance: Option<Money>,
@@ -368,9 +377,32 @@ pub async fn build(
         .meta("service")
         .await?
         .and_then(|(v, _)| serde_json::from_str(&v).ok());
-    let running = record
+    let mut running = record
         .as_ref()
         .is_some_and(|r| r.host == hostname() && alive(r.pid));
+    // PostgreSQL: who leads is what the server's locks say now (any host).
+    let (mut leader, mut others, mut this_leads) = (None, Vec::new(), None);
+    if let Some(opts) = store.pg_options() {
+        use sqlx::Connection;
+        let me = crate::leader::application_name();
+        let mut conn = sqlx::PgConnection::connect_with(opts).await?;
+        let found = crate::leader::instances(&mut conn, settings.lock_key("leader")).await;
+        let _ = conn.close().await;
+        for (app, leads) in found? {
+            if app == me {
+                this_leads = Some(leads);
+                if !leads {
+                    continue;
+                }
+            }
+            if leads {
+                leader = Some(crate::leader::describe(&app));
+            } else if app != me {
+                others.push(crate::leader::describe(&app));
+            }
+        }
+        running = leader.is_some();
+    }
     let last = store.last_cycle("renew").await?;
     let (pending, failing) = store.alert_counts().await?;
     let balance = store
@@ -388,6 +420,10 @@ pub async fn build(
     let service = ServiceView {
         running,
         pid: record.as_ref().filter(|_| running).map(|r| r.pid),
+        backend: store.backend(),
+        leader,
+        others,
+        this_leads,
         started_at: record.as_ref().filter(|_| running).map(|r| r.started_at),
         last_cycle_at: last.as_ref().map(|l| l.1),
         last_cycle_outcome: last.as_ref().map(|l| l.2.clone()),

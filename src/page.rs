@@ -290,9 +290,17 @@ pub fn render(o: &Overview) -> String {
     );
     let _ = writeln!(
         out,
-        "<p class=\"muted\">api {} · database {} · read-only: this page changes nothing</p></body></html>",
+        "<p class=\"muted\">api {} · database {} ({}){} · read-only: this page changes nothing</p></body></html>",
         esc(&s.api),
-        esc(&s.database)
+        esc(&s.database),
+        s.backend,
+        match (&s.leader, s.this_leads) {
+            (_, Some(true)) => " · this instance leads".to_owned(),
+            (Some(l), Some(false)) => format!(" · this instance stands by; {} leads", esc(l)),
+            (None, Some(false)) => " · this instance stands by; nobody leads".to_owned(),
+            (Some(l), None) => format!(" · {} leads", esc(l)),
+            (None, None) => String::new(),
+        }
     );
     out
 }

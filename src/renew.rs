@@ -571,6 +571,14 @@ fn refuse(catalog: &Catalog, planned: &License, fresh: &License) -> Option<Strin
     if fresh.autoprolong && !planned.autoprolong {
         return Some("autoprolong turned on since listing".into());
     }
+    if fresh.expiry > planned.expiry {
+        // Extended since the listing (by hand, by the billing, by another licrenew): no
+        // problem to alert about; the next listing shows the new expiry.
+        return Some(format!(
+            "renewed elsewhere since listing ({} → {})",
+            planned.expiry, fresh.expiry
+        ));
+    }
     if fresh.expiry != planned.expiry {
         return Some(format!(
             "expiry changed since listing ({} → {})",

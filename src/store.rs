@@ -1787,16 +1787,85 @@ mod tests {
     /// A test database on each backend: SQLite in a temporary folder, and PostgreSQL (a fresh
     /// database, [`crate::pgtest`]) when the test server answers.
     struct TestDb {
+        /// The renewal lock, as every paid path holds it (dropped first).
+        _lock: RenewalLock,
         store: Store,
         name: &'static str,
         _dir: Option<tempfile::TempDir>,
         _pg: Option<crate::pgtest::PgTestDatabase>,
     }
 
+    const TEST_KEY: i64 = 0x6c69_6372_656e_6577;
+
+    #[tokio::test]
+    async fn on_postgres_no_intent_is_written_without_the_renewal_lock_or_after_losing_it() {
+        let Some(pg) = crate::pgtest::PgTestDatabase::create().await else {
+            return;
+        };
+        let store = Store::open_postgres(&pg.url).await.expect("open");
+        let other = Store::open_postgres(&pg.url).await.expect("open");
+        let now = Utc::now();
+
+        let unlocked = store
+            .insert_intent(&intent(1, d("2030-01-01"), None), None, now)
+            .await;
+        let lock = store.renewal_lock(TEST_KEY, false).await.expect("lock");
+        let busy = other.renewal_lock(TEST_KEY, false).await;
+        let locked = store
+            .insert_intent(&intent(2, d("2030-01-01"), None), None, now)
+            .await;
+        // The lock's session cut from outside (a partition): the store still believes it
+        // holds the lock, the server does not.
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&pg.url).await.expect("admin");
+        let pid = store.fence.lock().expect("fence").renew.expect("held").0;
+        sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .execute(&mut admin)
+            .await
+            .expect("terminate");
+        let cut = store
+            .insert_intent(&intent(3, d("2030-01-01"), None), None, now)
+            .await;
+        let op = store
+            .insert_operation(
+                &OperationIntent {
+                    kind: "order",
+                    elid: None,
+                    product: Some(7),
+                    period: Some(8),
+                    licname: Some("x"),
+                    ip: Some("203.0.113.9"),
+                },
+                now,
+            )
+            .await;
+        drop(lock);
+        let after = store
+            .insert_intent(&intent(4, d("2030-01-01"), None), None, now)
+            .await;
+
+        assert!(
+            matches!(unlocked, Err(StoreError::NotLeader(_))),
+            "{unlocked:?}"
+        );
+        assert!(matches!(busy, Err(StoreError::Busy(_))), "{:?}", busy.err());
+        assert!(matches!(locked, Ok(IntentResult::Written(_))), "{locked:?}");
+        assert!(matches!(cut, Err(StoreError::NotLeader(_))), "{cut:?}");
+        assert!(matches!(op, Err(StoreError::NotLeader(_))), "{op:?}");
+        assert!(matches!(after, Err(StoreError::NotLeader(_))), "{after:?}");
+        let rows = store.history(None, 10).await.expect("history");
+        assert_eq!(rows.iter().map(|r| r.elid).collect::<Vec<_>>(), [2]);
+        let _ = admin.close().await;
+        store.close().await;
+        other.close().await;
+    }
+
     async fn backends() -> Vec<TestDb> {
         let dir = tempfile::tempdir().expect("tmp");
         let lite = Store::open(&dir.path().join("s.db")).await.expect("open");
         let mut out = vec![TestDb {
+            _lock: lite.renewal_lock(TEST_KEY, false).await.expect("lock"),
             store: lite,
             name: "sqlite",
             _dir: Some(dir),
@@ -1805,6 +1874,7 @@ mod tests {
         if let Some(pg) = crate::pgtest::PgTestDatabase::create().await {
             let store = Store::open_postgres(&pg.url).await.expect("open postgres");
             out.push(TestDb {
+                _lock: store.renewal_lock(TEST_KEY, false).await.expect("lock"),
                 store,
                 name: "postgres",
                 _dir: None,

@@ -330,7 +330,7 @@ pub(super) async fn prolong(
         && ev
             .reason
             .as_deref()
-            .is_some_and(|r| r.starts_with("expiry changed since listing"));
+            .is_some_and(|r| r.starts_with("renewed elsewhere since listing"));
     match ev.outcome {
         crate::renew::Outcome::Ok => counts.renewed += 1,
         crate::renew::Outcome::Error => counts.failed += 1,

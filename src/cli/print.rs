@@ -296,7 +296,18 @@ pub(super) fn print_status(o: &crate::overview::Overview) {
     println!("next cycle {}", at(s.next_cycle));
     println!("login      {}", s.login);
     println!("api        {}", s.api);
-    println!("database   {}", s.database);
+    println!("database   {} ({})", s.database, s.backend);
+    if s.backend == "postgres" {
+        println!(
+            "leader     {}",
+            s.leader
+                .as_deref()
+                .unwrap_or("none: no licrenew run leads on this database")
+        );
+        if !s.others.is_empty() {
+            println!("standing by / connected: {}", s.others.join(", "));
+        }
+    }
     println!(
         "alerts     {} pending, {} failing delivery",
         s.alerts_pending, s.alerts_failing

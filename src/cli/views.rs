@@ -204,6 +204,14 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
         );
     }
     say!("database   {} ({})", s.database, s.database.backend());
+    if let Some(url) = s.database.postgres_url() {
+        // Reachable, and who leads: what an admin setting up a pair wants to see first.
+        match pg_leader(url, s.lock_key("leader")).await {
+            Ok(Some(who)) => say!("leader     {who}"),
+            Ok(None) => say!("leader     none yet (no licrenew run leads on this database)"),
+            Err(e) => problems.push(format!("database {}: not reachable: {e}", s.database)),
+        }
+    }
     for old in crate::config::old_database_locations(&s) {
         if old.exists() {
             say!(
@@ -426,4 +434,22 @@ fn print_check_json(lines: &[String], problems: &[String]) {
         }))
         .unwrap_or_default()
     );
+}
+
+/// Who leads on the PostgreSQL database at `url` (`<host> pid <pid>`), asked within 5 s.
+async fn pg_leader(url: &str, key: i64) -> Result<Option<String>, String> {
+    use sqlx::Connection;
+    let ask = async {
+        let opts = crate::leader::session_options(url)?;
+        let mut conn = sqlx::PgConnection::connect_with(&opts).await?;
+        let who = crate::leader::holder(&mut conn, key).await;
+        let _ = conn.close().await;
+        who
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), ask).await {
+        Ok(Ok(who)) => Ok(who.as_deref().map(crate::leader::describe)),
+        // sqlx's messages name host and port, never the password.
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 5 s".into()),
+    }
 }

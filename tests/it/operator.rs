@@ -40,7 +40,7 @@ async fn the_database_is_the_same_whoever_starts_licrenew_and_an_old_one_is_warn
     assert_eq!(code(&plain), 0, "{}", stderr(&plain));
     assert_eq!(
         database_line(&plain),
-        "database   /var/lib/licrenew/licrenew.db"
+        "database   /var/lib/licrenew/licrenew.db (sqlite)"
     );
     assert_eq!(database_line(&service), database_line(&plain));
     assert!(
