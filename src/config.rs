@@ -49,6 +49,31 @@ impl DatabaseSpec {
             DatabaseSpec::Postgres(_) => "postgres",
         }
     }
+
+    /// `postgres://…` (or `postgresql://`), `sqlite://PATH`, `sqlite:PATH` or a plain path
+    /// (made absolute by `resolve`). The error never quotes a password.
+    pub fn parse(u: &str, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<DatabaseSpec, String> {
+        if u.starts_with("postgres://") || u.starts_with("postgresql://") {
+            let spec = DatabaseSpec::Postgres(u.to_owned());
+            // Parsed now, so a mistake is named at start (and never with the password).
+            sqlx::postgres::PgConnectOptions::from_str(u).map_err(|e| {
+                format!(
+                    "not a PostgreSQL URL ({spec}): {}",
+                    redact_url_error(&e.to_string())
+                )
+            })?;
+            return Ok(spec);
+        }
+        let path = u
+            .strip_prefix("sqlite://")
+            .or_else(|| u.strip_prefix("sqlite:"))
+            .unwrap_or(u);
+        let path = path.split('?').next().unwrap_or(path);
+        if path.is_empty() {
+            return Err("names no file".into());
+        }
+        Ok(DatabaseSpec::Sqlite(resolve(Path::new(path))))
+    }
 }
 
 /// A URL with its password replaced by `***` (and nothing else changed).
@@ -1103,32 +1128,7 @@ fn validate(file: &Path, raw: Raw) -> Result<Settings, ConfigError> {
     let heartbeat = raw.database.heartbeat;
     let database = (|| -> Result<DatabaseSpec, ConfigError> {
         let database = match raw.database.url {
-            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-                let spec = DatabaseSpec::Postgres(u);
-                // Parsed now, so a mistake is named at start (and never with the password).
-                sqlx::postgres::PgConnectOptions::from_str(spec.postgres_url().unwrap_or(""))
-                    .map_err(|e| {
-                        err(
-                            "database.url",
-                            format!(
-                                "not a PostgreSQL URL ({spec}): {}",
-                                redact_url_error(&e.to_string())
-                            ),
-                        )
-                    })?;
-                spec
-            }
-            Some(u) => {
-                let path = u
-                    .strip_prefix("sqlite://")
-                    .or_else(|| u.strip_prefix("sqlite:"))
-                    .unwrap_or(&u);
-                let path = path.split('?').next().unwrap_or(path);
-                if path.is_empty() {
-                    return Err(err("database.url", "names no file".into()));
-                }
-                DatabaseSpec::Sqlite(resolve(Path::new(path)))
-            }
+            Some(u) => DatabaseSpec::parse(&u, &resolve).map_err(|e| err("database.url", e))?,
             // One database wherever licrenew is started: the service, a root shell and a cron job
             // with the same config use the same file (never one beside the config, never one
             // that depends on `$STATE_DIRECTORY`).

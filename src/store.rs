@@ -436,6 +436,26 @@ struct Fence {
     renew: Option<(i32, i64)>,
 }
 
+/// The tables `db copy` moves, parents first (renewals refer to cycles).
+const COPIED_TABLES: [&str; 7] = [
+    "licenses",
+    "cycles",
+    "renewals",
+    "operations",
+    "meta",
+    "alert_log",
+    "alerts",
+];
+
+/// One value on its way from SQLite to PostgreSQL, typed by the target column.
+enum CopyValue {
+    Int(Option<i64>),
+    Bool(Option<bool>),
+    Date(Option<NaiveDate>),
+    Time(Option<DateTime<Utc>>),
+    Text(Option<String>),
+}
+
 /// `AND EXISTS (…)` per held lock: the session `$p` holds the advisory lock `$k` (parameters
 /// numbered from `first`, pid then key per lock). PostgreSQL only.
 fn fence_sql(locks: usize, first: usize) -> String {
@@ -551,6 +571,121 @@ impl Store {
             ));
         };
         Ok(std::iter::once(renew).chain(f.leader).collect())
+    }
+
+    /// Copies every table of this SQLite store into `target`, an empty PostgreSQL store
+    /// (`licrenew db copy`), in one transaction on the target: all or nothing. Identity
+    /// sequences continue after the copied ids. Returns (table, rows) as counted again in
+    /// the target, each equal to the source's count (else an error, and nothing is kept).
+    /// The `service` record of the old process is not copied.
+    pub async fn copy_into(&self, target: &Store) -> Result<Vec<(String, i64)>, StoreError> {
+        let (Pool::Sqlite(src), Pool::Pg(dst)) = (&self.pool, &target.pool) else {
+            return Err(StoreError::Locked(
+                "db copy goes from a SQLite file to a PostgreSQL database".into(),
+            ));
+        };
+        let mut tx = dst.begin().await?;
+        for table in COPIED_TABLES {
+            let n: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if n > 0 {
+                return Err(StoreError::Locked(format!(
+                    "the target database is not empty ({table} has {n} rows): nothing copied"
+                )));
+            }
+        }
+        let mut counts = Vec::new();
+        for table in COPIED_TABLES {
+            let cols: Vec<(String, String)> = sqlx::query_as(
+                "SELECT column_name::text, data_type::text FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+            )
+            .bind(table)
+            .fetch_all(&mut *tx)
+            .await?;
+            let names: Vec<&str> = cols.iter().map(|(c, _)| c.as_str()).collect();
+            let filter = if table == "meta" {
+                " WHERE key <> 'service'"
+            } else {
+                ""
+            };
+            let select = format!("SELECT {} FROM {table}{filter}", names.join(", "));
+            let rows = sqlx::query(sqlx::AssertSqlSafe(select))
+                .fetch_all(src)
+                .await?;
+            let source_count = rows.len() as i64;
+            // Batches well under PostgreSQL's 65,535 parameters.
+            let per_batch = (60_000 / cols.len().max(1)).max(1);
+            for chunk in rows.chunks(per_batch) {
+                let mut values = Vec::with_capacity(chunk.len() * cols.len());
+                for row in chunk {
+                    for (i, (name, ty)) in cols.iter().enumerate() {
+                        let bad = |e: sqlx::Error| {
+                            StoreError::Locked(format!("{table}.{name}: cannot read: {e}"))
+                        };
+                        values.push(match ty.as_str() {
+                            "bigint" | "integer" => CopyValue::Int(row.try_get(i).map_err(bad)?),
+                            "boolean" => CopyValue::Bool(
+                                row.try_get::<Option<i64>, _>(i)
+                                    .map_err(bad)?
+                                    .map(|v| v != 0),
+                            ),
+                            "date" => CopyValue::Date(row.try_get(i).map_err(bad)?),
+                            t if t.starts_with("timestamp") => {
+                                CopyValue::Time(row.try_get(i).map_err(bad)?)
+                            }
+                            _ => CopyValue::Text(row.try_get(i).map_err(bad)?),
+                        });
+                    }
+                }
+                let tuples: Vec<String> = (0..chunk.len())
+                    .map(|r| {
+                        let ps: Vec<String> = (1..=cols.len())
+                            .map(|c| format!("${}", r * cols.len() + c))
+                            .collect();
+                        format!("({})", ps.join(", "))
+                    })
+                    .collect();
+                let insert = format!(
+                    "INSERT INTO {table} ({}) VALUES {}",
+                    names.join(", "),
+                    tuples.join(", ")
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(insert));
+                for v in values {
+                    q = match v {
+                        CopyValue::Int(v) => q.bind(v),
+                        CopyValue::Bool(v) => q.bind(v),
+                        CopyValue::Date(v) => q.bind(v),
+                        CopyValue::Time(v) => q.bind(v),
+                        CopyValue::Text(v) => q.bind(v),
+                    };
+                }
+                q.execute(&mut *tx).await?;
+            }
+            if names.contains(&"id") && table != "alert_log" {
+                // The next id continues after the copied ones.
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
+                )))
+                .execute(&mut *tx)
+                .await?;
+            }
+            let copied: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if copied != source_count {
+                return Err(StoreError::Locked(format!(
+                    "{table}: {source_count} rows read but {copied} in the target: nothing copied"
+                )));
+            }
+            counts.push((table.to_owned(), copied));
+        }
+        tx.commit().await?;
+        Ok(counts)
     }
 
     fn not_leader() -> StoreError {

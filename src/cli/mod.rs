@@ -218,6 +218,9 @@ pub enum Command {
     },
     /// Run the renewal service on the configured cron schedule until SIGTERM
     Run,
+    /// Database maintenance
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Ask the running service to reload config and policies (SIGHUP) and wait for its
     /// verdict: exit 0 when taken, 1 when refused (the reason is printed). For ExecReload=.
     Reload {
@@ -258,6 +261,21 @@ pub enum Command {
         /// API generation to speak: billmgr4 or billmgr5
         #[arg(long, default_value = "billmgr4", value_parser = ["billmgr4", "billmgr5"])]
         api: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Copy licenses, journal, cycles, orders and alerts from a SQLite file into an empty
+    /// PostgreSQL database, in one transaction, and verify the counts (stop the service
+    /// first; the source is left as it is)
+    Copy {
+        /// The SQLite database: a path or sqlite:///path
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The PostgreSQL database: postgres://user@host/db (must hold no licrenew data)
+        #[arg(long, value_name = "URL")]
+        to: String,
     },
 }
 
@@ -311,7 +329,11 @@ pub async fn run(mut args: Args) -> Result<ExitCode, Failure> {
         | Command::Renew { out, .. }
         | Command::History { out, .. }
         | Command::Check { out, .. } => out.json,
-        Command::Run | Command::Reload { .. } | Command::Demo { .. } | Command::Sim { .. } => false,
+        Command::Run
+        | Command::Reload { .. }
+        | Command::Db(_)
+        | Command::Demo { .. }
+        | Command::Sim { .. } => false,
     };
     match &args.command {
         Command::Catalog { .. } => views::catalog(&args),
@@ -384,6 +406,7 @@ pub async fn run(mut args: Args) -> Result<ExitCode, Failure> {
         Command::Check { online, .. } => views::check(&args, *online).await,
         Command::Status { .. } => views::status(&args).await,
         Command::Run => cycles::run(&args).await,
+        Command::Db(DbCommand::Copy { from, to }) => views::db_copy(from, to).await,
         Command::Reload { pid, timeout } => cycles::reload(&args, *pid, *timeout).await,
         Command::Demo { licenses, every } => crate::demo::run(*licenses, *every)
             .await

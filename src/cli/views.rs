@@ -453,3 +453,54 @@ async fn pg_leader(url: &str, key: i64) -> Result<Option<String>, String> {
         Err(_) => Err("no answer within 5 s".into()),
     }
 }
+
+/// `licrenew db copy --from SQLITE --to POSTGRES`.
+pub(super) async fn db_copy(from: &str, to: &str) -> Result<ExitCode, Failure> {
+    use crate::config::DatabaseSpec;
+    let here = |p: &std::path::Path| {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_owned())
+    };
+    let from =
+        DatabaseSpec::parse(from, &here).map_err(|e| Failure::Usage(format!("--from: {e}")))?;
+    let to = DatabaseSpec::parse(to, &here).map_err(|e| Failure::Usage(format!("--to: {e}")))?;
+    let (Some(path), Some(_)) = (from.sqlite_path(), to.postgres_url()) else {
+        return Err(Failure::Usage(
+            "db copy goes from a SQLite file (--from) to a PostgreSQL database (--to)".into(),
+        ));
+    };
+    if !path.is_file() {
+        return Err(Failure::Usage(format!(
+            "--from: {}: no such database file",
+            path.display()
+        )));
+    }
+    // As the file's owner (a root shell leaves no root-owned WAL), and never while the
+    // service or a command renews with it.
+    crate::privileges::become_database_owner(path)
+        .map_err(|e| anyhow::anyhow!("cannot work as the owner of {}: {e}", path.display()))?;
+    let _lock = crate::store::lock(path)
+        .map_err(|e| anyhow::anyhow!("{e}; stop the service first (systemctl stop licrenew)"))?;
+    let source = crate::store::Store::open(path)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let target = match crate::store::Store::connect(&to).await {
+        Ok(t) => t,
+        Err(e) => {
+            source.close().await;
+            return Err(anyhow::Error::from(e).into());
+        }
+    };
+    let copied = source.copy_into(&target).await;
+    source.close().await;
+    target.close().await;
+    let copied = copied.map_err(anyhow::Error::from)?;
+    for (table, n) in &copied {
+        println!("{table:<11}{n:>9} rows copied, verified");
+    }
+    println!(
+        "copied {from} → {to}; set [database] url to the PostgreSQL URL and start the service"
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -10,6 +10,7 @@ mod client;
 mod contrib;
 mod crash;
 mod daemon;
+mod dbcopy;
 mod failover;
 mod faults;
 mod fixtures;

@@ -1,0 +1,177 @@
+//! `licrenew db copy`: moving a running installation from its SQLite file to PostgreSQL keeps
+//! every license, journal row, cycle, order and alert, and the journal keeps guarding money
+//! there (issue 15).
+
+use crate::ledger::{LITE, place_due};
+use crate::support::{Env, code, stderr, stdout};
+use std::time::Duration;
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_str(&stdout(out)).expect("json")
+}
+
+/// Timestamps cut to microseconds, what PostgreSQL keeps (SQLite keeps nanoseconds).
+fn micros(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Array(a) => Value::Array(a.iter().map(micros).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), micros(v))).collect()),
+        Value::String(s) => match chrono::DateTime::parse_from_rfc3339(s) {
+            Ok(t) => {
+                let t = t.with_timezone(&chrono::Utc);
+                let cut =
+                    chrono::DurationRound::duration_trunc(t, chrono::TimeDelta::microseconds(1))
+                        .unwrap_or(t);
+                Value::String(cut.to_rfc3339())
+            }
+            Err(_) => v.clone(),
+        },
+        _ => v.clone(),
+    }
+}
+
+#[tokio::test]
+async fn a_sqlite_installation_moves_to_postgresql_whole_and_nothing_is_paid_again() {
+    let Some(pg) = licrenew::pgtest::PgTestDatabase::create().await else {
+        return;
+    };
+    let env = Env::new().await;
+    env.write_policy("lite.toml", LITE);
+    let due = place_due(&env, 5001, 3);
+    // A journal with an outcome of each kind worth keeping: renewed, refused.
+    env.sim.add_fault(licrenew::sim::Fault {
+        func: Some(env.p.renew_func.into()),
+        elid: Some(5003),
+        kind: licrenew::sim::FaultKind::ErrorDoc {
+            r#type: "balance".into(),
+            object: None,
+            msg: "Not enough money".into(),
+        },
+        times: None,
+    });
+    env.run(&["renew"]).await;
+    env.run(&["renew"]).await;
+    let history = json(&env.run(&["history", "--json"]).await);
+    let licenses = json(&env.run(&["licenses", "--json"]).await);
+    assert!(
+        history.as_array().is_some_and(|a| a.len() >= 3),
+        "{history}"
+    );
+
+    let db = env.path("licrenew.db");
+    let copy = env
+        .run(&[
+            "db",
+            "copy",
+            "--from",
+            &format!("sqlite://{}", db.display()),
+            "--to",
+            &pg.url,
+        ])
+        .await;
+    let again = env
+        .run(&[
+            "db",
+            "copy",
+            "--from",
+            &db.to_string_lossy(),
+            "--to",
+            &pg.url,
+        ])
+        .await;
+    // The same config, now on PostgreSQL.
+    env.write_config(&format!("[database]\nurl = \"{}\"\n", pg.url));
+    let history_pg = json(&env.run(&["history", "--json"]).await);
+    let licenses_pg = json(&env.run(&["licenses", "--json"]).await);
+    env.sim.clear_faults();
+    let renew = env.run(&["renew", "--json"]).await;
+
+    assert_eq!(code(&copy), 0, "{}", stderr(&copy));
+    let text = stdout(&copy);
+    for table in ["licenses", "cycles", "renewals", "alerts"] {
+        assert!(text.contains(table), "{text}");
+    }
+    assert!(text.contains("verified"), "{text}");
+    assert_eq!(
+        code(&again),
+        1,
+        "a second copy into a filled database is refused"
+    );
+    assert!(stderr(&again).contains("not empty"), "{}", stderr(&again));
+    assert_eq!(
+        micros(&history_pg),
+        micros(&history),
+        "the journal is the same on PostgreSQL"
+    );
+    assert_eq!(
+        micros(&licenses_pg),
+        micros(&licenses),
+        "the licenses are the same"
+    );
+    assert_eq!(code(&renew), 0, "{}", stderr(&renew));
+    // What was bought before the move is not bought again; the refused one is now renewed.
+    for (elid, _) in &due {
+        assert_eq!(env.sim.paid_calls(*elid), 1, "license {elid}");
+    }
+    let report = json(&renew);
+    let cycle = report["cycle"].as_i64().expect("cycle id");
+    let before: i64 = history
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["cycle_id"].as_i64())
+        .max()
+        .expect("cycles");
+    assert!(
+        cycle > before,
+        "ids continue after the copied ones: {cycle} vs {before}"
+    );
+}
+
+#[tokio::test]
+async fn db_copy_refuses_while_the_source_is_in_use_and_names_a_bad_url_plainly() {
+    let Some(pg) = licrenew::pgtest::PgTestDatabase::create().await else {
+        return;
+    };
+    let env = Env::new().await;
+    env.write_policy("lite.toml", LITE);
+    env.run(&["sync"]).await;
+    let db = env.path("licrenew.db");
+    let held = licrenew::store::lock(&db).expect("lock");
+
+    let busy = env
+        .run(&[
+            "db",
+            "copy",
+            "--from",
+            &db.to_string_lossy(),
+            "--to",
+            &pg.url,
+        ])
+        .await;
+    drop(held);
+    let wrong_way = env
+        .run(&[
+            "db",
+            "copy",
+            "--from",
+            &pg.url,
+            "--to",
+            &db.to_string_lossy(),
+        ])
+        .await;
+    let missing = env
+        .run(&["db", "copy", "--from", "/nonexistent/x.db", "--to", &pg.url])
+        .await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+
+    assert_eq!(code(&busy), 1, "{}", stderr(&busy));
+    assert!(
+        stderr(&busy).contains("stop the service"),
+        "{}",
+        stderr(&busy)
+    );
+    assert_eq!(code(&wrong_way), 2, "{}", stderr(&wrong_way));
+    assert_eq!(code(&missing), 2, "{}", stderr(&missing));
+    assert!(stderr(&missing).contains("no such database file"));
+}
