@@ -100,6 +100,16 @@ async fn sim(n: usize) -> SimHandle {
 
 /// Writes `licrenew.toml` (and the password file) in `dir` for `url`.
 fn write_config(dir: &Path, url: &str, extra: &str) -> PathBuf {
+    write_config_db(
+        dir,
+        url,
+        extra,
+        &dir.join("licrenew.db").display().to_string(),
+    )
+}
+
+/// [`write_config`] with the database `db` (a path or a `postgres://` URL).
+fn write_config_db(dir: &Path, url: &str, extra: &str, db: &str) -> PathBuf {
     let config = dir.join("licrenew.toml");
     let _ = std::fs::create_dir(dir.join("policies.d"));
     std::fs::write(dir.join("secret"), format!("{PASSWORD}\n")).expect("password");
@@ -109,8 +119,7 @@ fn write_config(dir: &Path, url: &str, extra: &str) -> PathBuf {
             "[database]\nurl = \"{db}\"\n\n[billmgr]\nurl = \"{url}\"\nusername = \"{USER}\"\npassword_file = \"secret\"\n\
              timeout = \"120s\"\nconnect_timeout = \"2s\"\nread_attempts = 1\n\n\
              [schedule]\nwindow = \"{WINDOW}\"\nlookback = \"{WINDOW}\"\njitter = \"0s\"\ncron = \"0 0 0 1 1 *\"\n\n\
-             [log]\nlevel = \"info\"\n{extra}",
-            db = dir.join("licrenew.db").display()
+             [log]\nlevel = \"info\"\n{extra}"
         ),
     )
     .expect("config");
@@ -373,6 +382,25 @@ async fn bench_sync(n: usize, dir: &Path) {
         secs(naive.wall),
         mib(naive.maxrss_kib)
     );
+    // The same syncs into PostgreSQL, side by side (issue 15: within 2x SQLite's).
+    let pg_dir = tempfile::tempdir().expect("tempdir");
+    if let Some(pg) = licrenew::pgtest::PgTestDatabase::create().await {
+        let pg_config = write_config_db(pg_dir.path(), &sim.url(), "", &pg.url);
+        let pg_fresh = run_child(&pg_config, "sync").await;
+        let pg_again = run_child(&pg_config, "sync").await;
+        for (what, e, lite) in [
+            ("empty db", &pg_fresh, &fresh),
+            ("again   ", &pg_again, &again),
+        ] {
+            println!(
+                "sync  n={n:>6}  postgres {what} {:>7.3}s  peak RSS {:>6.1} MiB  postgres/sqlite {:>5.2}x  ({})",
+                secs(e.wall),
+                mib(e.maxrss_kib),
+                secs(e.wall) / secs(lite.wall),
+                listed(&e.stderr)
+            );
+        }
+    }
     for (what, e) in [("empty db", &fresh), ("again   ", &again)] {
         println!(
             "sync  n={n:>6}  {what} {:>7.3}s  peak RSS {:>6.1} MiB (ru_maxrss {:.1})  sync/floor {:>5.2}x  sync/raw {:>5.2}x  sync/naive {:>5.2}x  ({})",

@@ -76,19 +76,37 @@ impl DatabaseSpec {
     }
 }
 
-/// A URL with its password replaced by `***` (and nothing else changed).
+/// A URL with its password replaced by `***` (and nothing else changed): the one in the
+/// user part, and any query parameter whose name holds `pass` (`?password=`,
+/// `sslpassword=`).
 pub fn redact_url(u: &str) -> String {
     match url::Url::parse(u) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            if parsed.query().is_some() {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if k.to_ascii_lowercase().contains("pass") {
+                            "***".to_owned()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             parsed.to_string()
         }
-        Ok(_) => u.to_owned(),
-        // Not parseable: show the scheme and host part only.
+        // Not parseable: the host part only (no user, no query).
         Err(_) => {
             let rest = u.split_once("://").map(|(_, r)| r).unwrap_or(u);
             let host = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
-            format!("postgres://…@{host}")
+            let host = host.split(['/', '?']).next().unwrap_or_default();
+            format!("postgres://…@{host}/…")
         }
     }
 }
@@ -1727,6 +1745,22 @@ password = "canary-Zq8#pw"
             s.database.to_string(),
             "postgres://licrenew:***@db.example/licrenew"
         );
+        for (url, shown) in [
+            (
+                "postgres://u@db.example/x?sslmode=prefer&password=canary-pg",
+                "postgres://u@db.example/x?sslmode=prefer&password=***",
+            ),
+            (
+                "postgres://u@db.example/x?sslpassword=canary-pg",
+                "postgres://u@db.example/x?sslpassword=***",
+            ),
+            (
+                "postgres://u:canary-pg@[bad/x?password=y",
+                "postgres://…@[bad/…",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
     }
 
     #[test]

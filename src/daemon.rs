@@ -897,7 +897,7 @@ impl Ctx {
     pub async fn deliver_once(&self) -> Result<(), crate::store::StoreError> {
         if let Some(opts) = self.store.pg_options() {
             use sqlx::Connection;
-            let mut conn = sqlx::PgConnection::connect_with(opts).await?;
+            let mut conn = crate::leader::connect(opts).await?;
             let leader = crate::leader::holder(&mut conn, self.settings.lock_key("leader")).await?;
             let _ = conn.close().await;
             if let Some(who) = leader {
@@ -1036,6 +1036,14 @@ fn reload(ctx: &mut Ctx) -> Result<bool, String> {
     let client = Client::new(&settings.billmgr)
         .map_err(|e| e.to_string())?
         .with_metrics(ctx.metrics.clone());
+    if ctx.store.pg_options().is_some()
+        && (settings.billmgr.url != ctx.settings.billmgr.url
+            || settings.billmgr.username != ctx.settings.billmgr.username)
+    {
+        // The leader's and the renewal lock's keys derive from them: instances with the old
+        // and the new keys would not exclude each other.
+        return Err("billmgr.url or billmgr.username changed: on PostgreSQL that takes a restart of every instance (they compete for a lock named after the account)".into());
+    }
     if settings.database != ctx.settings.database {
         tracing::warn!(
             event = "reload",
@@ -1060,6 +1068,20 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
     let mut lead = Lead::new(&ctx);
     if !lead.shared() {
         record_service(&ctx).await?;
+    } else {
+        // One PostgreSQL database per billing account: its instances compete for a lock
+        // named after the account, and its journal is that account's.
+        let account = format!(
+            "{} {}",
+            ctx.settings.billmgr.url, ctx.settings.billmgr.username
+        );
+        match ctx.store.meta("account").await? {
+            Some((stored, _)) if stored != account => anyhow::bail!(
+                "this database holds the state of another billing account ({stored}); use one database per account (or, if the account moved, delete the meta row 'account' with every instance stopped)"
+            ),
+            Some(_) => {}
+            None => ctx.store.set_meta("account", &account, Utc::now()).await?,
+        }
     }
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
@@ -1165,6 +1187,7 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
     // PostgreSQL: a standby asks for the leadership at once and then every `standby_retry`;
     // the leader checks it still holds it every `heartbeat`.
     let mut standby = tokio::time::interval(ctx.settings.standby_retry);
+    standby.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut still = tokio::time::interval(ctx.settings.heartbeat);
     still.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -1172,12 +1195,15 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
             _ = stop_rx.changed() => break,
             _ = heartbeat.tick() => crate::systemd::alive(),
             _ = standby.tick(), if lead.shared() && !lead.is_leading() => {
-                if lead.try_lead(&ctx).await && ctx.settings.schedule.run_at_start {
+                if lead.try_lead(&ctx, &stop).await && ctx.settings.schedule.run_at_start {
                     let _ = tick_tx.try_send(false);
                 }
             }
             _ = still.tick(), if lead.is_leading() && lead.shared() => {
                 lead.check(&ctx).await;
+                if !lead.is_leading() {
+                    standby.reset();
+                }
             }
             _ = usr1.recv() => {
                 tracing::info!(event = "trigger", "SIGUSR1: a cycle now");
@@ -1195,7 +1221,13 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
                     }
                     Err(why) => tracing::error!(event = "reload", error = %why, "reload refused: keeping the running config and policies"),
                 }
-                record_reload(&ctx, result.err()).await?;
+                if let Err(e) = record_reload(&ctx, result.err()).await {
+                    // (PostgreSQL: the database may be away for a moment; a standby stays.)
+                    if !lead.shared() {
+                        return Err(e);
+                    }
+                    tracing::error!(event = "reload", error = %e, "the reload's outcome could not be recorded");
+                }
                 alerts_tx.send_replace(ctx.settings.alerts.clone());
                 page_tx.send_replace(Arc::new((ctx.settings.clone(), ctx.policies.clone())));
             }
@@ -1269,9 +1301,10 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
                     }
                     // PostgreSQL: a database that went away (or a leadership lost) ends the
                     // cycle, not the service: it stands by and competes again.
-                    Err(e) if lead.shared() => {
+                    Err(e) if lead.shared() && stands_by_after(&e) => {
                         tracing::error!(event = "cycle", outcome = "failed", error = %e, "cycle ended by a database failure: standing by");
                         lead.lose(&ctx, &e.to_string()).await;
+                        standby.reset();
                     }
                     Err(e) => return Err(e.into()),
                 }
@@ -1322,6 +1355,39 @@ async fn forget_service(ctx: &Ctx) {
     }
 }
 
+/// How long the leader waits for the server to confirm it still leads: long enough for a
+/// busy server, short enough not to leave a running cycle unpolled.
+fn heartbeat_timeout(ctx: &Ctx) -> Duration {
+    ctx.settings
+        .heartbeat
+        .clamp(Duration::from_secs(1), Duration::from_secs(5))
+}
+
+/// Whether a database error on PostgreSQL means "this instance lost its database or its
+/// lock" (stand by and compete again) rather than a fault that restarting will not cure
+/// (exit, as on SQLite, so systemd and the admin see it).
+fn stands_by_after(e: &crate::store::StoreError) -> bool {
+    use crate::store::StoreError;
+    match e {
+        StoreError::NotLeader(_) | StoreError::Busy(_) => true,
+        StoreError::Sql(e) => match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            // Connection exceptions (08…), operator intervention (57…: a terminated backend,
+            // a shutting-down server).
+            sqlx::Error::Database(d) => d
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57")),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 /// The service's leadership. SQLite: one process per database, always the leader.
 /// PostgreSQL: every `licrenew run` on the database competes for a session-level advisory
 /// lock on the account's key; the holder runs cycles and delivers alerts, the others stand
@@ -1363,7 +1429,7 @@ impl Lead {
 
     /// One attempt to lead; on success records it, says so, alerts, and reconciles every
     /// open journal row before anything else. `true` when this instance now leads.
-    async fn try_lead(&mut self, ctx: &Ctx) -> bool {
+    async fn try_lead(&mut self, ctx: &Ctx, stop: &watch::Receiver<bool>) -> bool {
         let Some(opts) = &self.opts else { return true };
         let l = match crate::leader::Leadership::try_acquire(opts, self.key).await {
             Ok(Some(l)) => l,
@@ -1412,8 +1478,15 @@ impl Lead {
             );
             crate::alerts::queue(&ctx.store, &ctx.settings.alerts, vec![a], Utc::now()).await?;
             // Open rows of the previous leader first: never paid again, settled on evidence.
-            let _lock = ctx.lock(true).await?;
-            startup_reconcile(ctx).await
+            // (A manual command holding the renewal lock is waited for, but not past a stop.)
+            let mut stop = stop.clone();
+            let lock = tokio::select! {
+                l = ctx.lock(true) => l?,
+                _ = stop.changed() => anyhow::bail!("stopping"),
+            };
+            let done = startup_reconcile(ctx).await;
+            drop(lock);
+            done
         }
         .await;
         if let Err(e) = taken {
@@ -1429,7 +1502,7 @@ impl Lead {
 
     /// The leader's heartbeat: still listed as the lock's holder, within the heartbeat.
     async fn check(&mut self, ctx: &Ctx) {
-        let timeout = ctx.settings.heartbeat.max(Duration::from_secs(2));
+        let timeout = heartbeat_timeout(ctx);
         if let Some(l) = self.held.as_mut()
             && !l.still_held(timeout).await
         {
@@ -1498,7 +1571,7 @@ impl Lead {
                     }
                 }
                 _ = check.tick(), if lost.is_none() => {
-                    let timeout = ctx.settings.heartbeat.max(Duration::from_secs(2));
+                    let timeout = heartbeat_timeout(ctx);
                     if let Some(l) = self.held.as_mut()
                         && !l.still_held(timeout).await
                     {
@@ -1602,5 +1675,22 @@ async fn wait_for_stop_signal() {
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn a_lost_database_or_lock_stands_by_and_other_faults_stop_the_service() {
+        let io = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+
+        assert!(stands_by_after(&StoreError::NotLeader("lost".into())));
+        assert!(stands_by_after(&StoreError::Sql(sqlx::Error::Io(io()))));
+        assert!(stands_by_after(&StoreError::Sql(sqlx::Error::PoolTimedOut)));
+        assert!(!stands_by_after(&StoreError::Sql(sqlx::Error::RowNotFound)));
+        assert!(!stands_by_after(&StoreError::Locked("disk".into())));
     }
 }

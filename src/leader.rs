@@ -31,11 +31,30 @@ pub fn key(scope: &str, billmgr_url: &str, username: &str) -> i64 {
 
 /// This instance's name in `pg_stat_activity.application_name`: `licrenew <host> <pid>`.
 pub fn application_name() -> String {
-    format!(
-        "licrenew {} {}",
-        crate::config::hostname(),
-        std::process::id()
-    )
+    // PostgreSQL keeps 63 bytes of it: a long host name is cut, never the pid.
+    let pid = std::process::id().to_string();
+    let mut host = crate::config::hostname();
+    let room = 63 - "licrenew ".len() - 1 - pid.len();
+    if host.len() > room {
+        let mut cut = room;
+        while !host.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        host.truncate(cut);
+    }
+    format!("licrenew {host} {pid}")
+}
+
+/// Opens a session of its own with `opts`, within 10 s (a partition must not hang a
+/// standby, a leader's heartbeat or a status page).
+pub async fn connect(opts: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
+    match tokio::time::timeout(Duration::from_secs(10), PgConnection::connect_with(opts)).await {
+        Ok(r) => r,
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the database did not answer within 10 s",
+        ))),
+    }
 }
 
 /// `licrenew <host> <pid>` as `<host> pid <pid>` (other names as they are).
@@ -73,7 +92,7 @@ impl Leadership {
         opts: &PgConnectOptions,
         key: i64,
     ) -> Result<Option<Leadership>, sqlx::Error> {
-        let mut conn = PgConnection::connect_with(opts).await?;
+        let mut conn = connect(opts).await?;
         let (got, pid): (bool, i32) =
             sqlx::query_as("SELECT pg_try_advisory_lock($1), pg_backend_pid()")
                 .bind(key)
@@ -146,6 +165,7 @@ pub async fn holder(conn: &mut PgConnection, key: i64) -> Result<Option<String>,
     sqlx::query_scalar(
         "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
            AND l.classid = (($1 >> 32) & 4294967295)::oid
            AND l.objid = ($1 & 4294967295)::oid
          LIMIT 1",
@@ -166,7 +186,7 @@ pub async fn instances(
                 bool_or(l.pid IS NOT NULL) AS leads
          FROM pg_stat_activity a
          LEFT JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' AND l.granted
-           AND l.objsubid = 1
+           AND l.objsubid = 1 AND l.database = a.datid
            AND l.classid = (($1 >> 32) & 4294967295)::oid
            AND l.objid = ($1 & 4294967295)::oid
          WHERE a.datname = current_database() AND a.application_name LIKE 'licrenew %'

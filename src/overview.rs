@@ -138,7 +138,7 @@ pub fn hostname() -> String {
 }
 
 /// Whether process `pid` exists on this machine.
-fn alive(pid: i64) -> bool {
+pub fn alive(pid: i64) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
@@ -385,7 +385,7 @@ pub async fn build(
     if let Some(opts) = store.pg_options() {
         use sqlx::Connection;
         let me = crate::leader::application_name();
-        let mut conn = sqlx::PgConnection::connect_with(opts).await?;
+        let mut conn = crate::leader::connect(opts).await?;
         let found = crate::leader::instances(&mut conn, settings.lock_key("leader")).await;
         let _ = conn.close().await;
         for (app, leads) in found? {

@@ -421,7 +421,6 @@ pub struct Store {
 }
 
 /// Where a store's database is, for the sessions that hold locks.
-#[derive(Debug)]
 enum Origin {
     Sqlite(PathBuf),
     Pg {
@@ -430,9 +429,21 @@ enum Origin {
     },
 }
 
+/// Shown without the connection options (they hold the password).
+impl std::fmt::Debug for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Sqlite(p) => write!(f, "Sqlite({})", p.display()),
+            Origin::Pg { shown, .. } => write!(f, "Pg({shown})"),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 struct Fence {
     leader: Option<(i32, i64)>,
+    /// The leadership was lost: no intent at all until it is held again (fails closed).
+    leader_lost: bool,
     renew: Option<(i32, i64)>,
 }
 
@@ -554,7 +565,9 @@ impl Store {
     /// PostgreSQL: from now on every intent also requires the leader lock `key` to be held
     /// by the session `pid` (`None`: no longer leading).
     pub fn set_leader_fence(&self, held: Option<(i32, i64)>) {
-        self.fence.lock().unwrap_or_else(|e| e.into_inner()).leader = held;
+        let mut f = self.fence.lock().unwrap_or_else(|e| e.into_inner());
+        f.leader = held;
+        f.leader_lost = held.is_none();
     }
 
     /// The locks an intent requires on PostgreSQL: the renewal lock, and the leadership
@@ -565,6 +578,9 @@ impl Store {
             return Ok(Vec::new());
         }
         let f = *self.fence.lock().unwrap_or_else(|e| e.into_inner());
+        if f.leader_lost {
+            return Err(Self::not_leader());
+        }
         let Some(renew) = f.renew else {
             return Err(StoreError::NotLeader(
                 "the renewal lock is not held: nothing is written or sent".into(),
@@ -584,6 +600,8 @@ impl Store {
                 "db copy goes from a SQLite file to a PostgreSQL database".into(),
             ));
         };
+        // One snapshot of the source for every table.
+        let mut read = src.begin().await?;
         let mut tx = dst.begin().await?;
         for table in COPIED_TABLES {
             let n: i64 =
@@ -607,13 +625,13 @@ impl Store {
             .await?;
             let names: Vec<&str> = cols.iter().map(|(c, _)| c.as_str()).collect();
             let filter = if table == "meta" {
-                " WHERE key <> 'service'"
+                " WHERE key NOT IN ('service', 'moved_to')"
             } else {
                 ""
             };
             let select = format!("SELECT {} FROM {table}{filter}", names.join(", "));
             let rows = sqlx::query(sqlx::AssertSqlSafe(select))
-                .fetch_all(src)
+                .fetch_all(&mut *read)
                 .await?;
             let source_count = rows.len() as i64;
             // Batches well under PostgreSQL's 65,535 parameters.
@@ -685,6 +703,7 @@ impl Store {
             counts.push((table.to_owned(), copied));
         }
         tx.commit().await?;
+        read.rollback().await?;
         Ok(counts)
     }
 
@@ -700,6 +719,17 @@ impl Store {
     /// database. PostgreSQL: the session-level advisory lock `key` (one per billing account)
     /// on a session of its own, which also fences every intent written while it is held.
     pub async fn renewal_lock(&self, key: i64, wait: bool) -> Result<RenewalLock, StoreError> {
+        // A file whose state was copied to PostgreSQL pays nothing any more: two journals
+        // would not exclude each other.
+        if let (Origin::Sqlite(path), Some((to, at))) =
+            (&*self.origin, self.meta("moved_to").await?)
+        {
+            return Err(StoreError::Locked(format!(
+                "{} was copied to {to} on {} (licrenew db copy): its journal lives there now, so nothing renews with this file; set [database] url to the PostgreSQL URL",
+                path.display(),
+                at.format("%Y-%m-%d %H:%M UTC")
+            )));
+        }
         let mut said = false;
         loop {
             let attempt = match &*self.origin {
@@ -707,6 +737,7 @@ impl Store {
                     _file: Some(l),
                     _session: None,
                     fence: None,
+                    held: None,
                 }),
                 Origin::Pg { opts, shown } => self.try_pg_lock(opts, shown, key).await,
             };
@@ -717,7 +748,12 @@ impl Store {
                         tracing::info!(event = "lock_wait", reason = %why, "waiting for the running cycle to end");
                         said = true;
                     }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    // (PostgreSQL: each try is a new session; once a second is enough.)
+                    tokio::time::sleep(match &*self.origin {
+                        Origin::Sqlite(_) => Duration::from_millis(200),
+                        Origin::Pg { .. } => Duration::from_secs(1),
+                    })
+                    .await;
                 }
                 other => return other,
             }
@@ -731,7 +767,7 @@ impl Store {
         key: i64,
     ) -> Result<RenewalLock, StoreError> {
         use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect_with(opts).await?;
+        let mut conn = crate::leader::connect(opts).await?;
         let (got, pid): (bool, i32) =
             sqlx::query_as("SELECT pg_try_advisory_lock($1), pg_backend_pid()")
                 .bind(key)
@@ -743,6 +779,7 @@ impl Store {
                 _file: None,
                 _session: Some(conn),
                 fence: Some(self.fence.clone()),
+                held: Some((pid, key)),
             });
         }
         let who = crate::leader::holder(&mut conn, key)
@@ -1826,12 +1863,17 @@ pub struct RenewalLock {
     /// PostgreSQL: the session holding the advisory lock (closing it frees the lock).
     _session: Option<sqlx::PgConnection>,
     fence: Option<Arc<Mutex<Fence>>>,
+    held: Option<(i32, i64)>,
 }
 
 impl Drop for RenewalLock {
     fn drop(&mut self) {
-        if let Some(f) = &self.fence {
-            f.lock().unwrap_or_else(|e| e.into_inner()).renew = None;
+        if let (Some(f), Some(held)) = (&self.fence, self.held) {
+            let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+            // Only its own (a lock taken after it is not undone).
+            if f.renew == Some(held) {
+                f.renew = None;
+            }
         }
     }
 }

@@ -441,7 +441,7 @@ async fn pg_leader(url: &str, key: i64) -> Result<Option<String>, String> {
     use sqlx::Connection;
     let ask = async {
         let opts = crate::leader::session_options(url)?;
-        let mut conn = sqlx::PgConnection::connect_with(&opts).await?;
+        let mut conn = crate::leader::connect(&opts).await?;
         let who = crate::leader::holder(&mut conn, key).await;
         let _ = conn.close().await;
         who
@@ -485,6 +485,22 @@ pub(super) async fn db_copy(from: &str, to: &str) -> Result<ExitCode, Failure> {
     let source = crate::store::Store::open(path)
         .await
         .map_err(anyhow::Error::from)?;
+    // The service holds the file lock only during a cycle: an idle one is found by its record.
+    let service = source
+        .meta("service")
+        .await
+        .map_err(anyhow::Error::from)?
+        .and_then(|(v, _)| serde_json::from_str::<crate::overview::ServiceRecord>(&v).ok())
+        .filter(|r| r.host == crate::overview::hostname() && crate::overview::alive(r.pid));
+    if let Some(r) = service {
+        source.close().await;
+        return Err(anyhow::anyhow!(
+            "licrenew run (pid {}) uses {}: stop the service first (systemctl stop licrenew)",
+            r.pid,
+            path.display()
+        )
+        .into());
+    }
     let target = match crate::store::Store::connect(&to).await {
         Ok(t) => t,
         Err(e) => {
@@ -493,6 +509,12 @@ pub(super) async fn db_copy(from: &str, to: &str) -> Result<ExitCode, Failure> {
         }
     };
     let copied = source.copy_into(&target).await;
+    if copied.is_ok() {
+        // From now on this file renews nothing (its journal lives in PostgreSQL).
+        let _ = source
+            .set_meta("moved_to", &to.to_string(), chrono::Utc::now())
+            .await;
+    }
     source.close().await;
     target.close().await;
     let copied = copied.map_err(anyhow::Error::from)?;

@@ -79,6 +79,10 @@ async fn a_sqlite_installation_moves_to_postgresql_whole_and_nothing_is_paid_aga
             &pg.url,
         ])
         .await;
+    // The file renews nothing any more (two journals would not exclude each other); what
+    // only reads still works.
+    let old_file = env.run(&["renew"]).await;
+    let old_history = env.run(&["history"]).await;
     // The same config, now on PostgreSQL.
     env.write_config(&format!("[database]\nurl = \"{}\"\n", pg.url));
     let history_pg = json(&env.run(&["history", "--json"]).await);
@@ -98,6 +102,13 @@ async fn a_sqlite_installation_moves_to_postgresql_whole_and_nothing_is_paid_aga
         "a second copy into a filled database is refused"
     );
     assert!(stderr(&again).contains("not empty"), "{}", stderr(&again));
+    assert_eq!(code(&old_file), 1, "{}", stderr(&old_file));
+    assert!(
+        stderr(&old_file).contains("was copied to"),
+        "{}",
+        stderr(&old_file)
+    );
+    assert_eq!(code(&old_history), 0, "{}", stderr(&old_history));
     assert_eq!(
         micros(&history_pg),
         micros(&history),
@@ -129,7 +140,7 @@ async fn a_sqlite_installation_moves_to_postgresql_whole_and_nothing_is_paid_aga
 }
 
 #[tokio::test]
-async fn db_copy_refuses_while_the_source_is_in_use_and_names_a_bad_url_plainly() {
+async fn db_copy_refuses_while_the_source_is_in_use_even_idle_and_names_a_bad_url_plainly() {
     let Some(pg) = licrenew::pgtest::PgTestDatabase::create().await else {
         return;
     };
@@ -137,6 +148,27 @@ async fn db_copy_refuses_while_the_source_is_in_use_and_names_a_bad_url_plainly(
     env.write_policy("lite.toml", LITE);
     env.run(&["sync"]).await;
     let db = env.path("licrenew.db");
+    // An idle service (no cycle, so no file lock) is found by its record.
+    env.write_config("[schedule]\ncron = \"0 0 0 1 1 *\"\nrun_at_start = false\n");
+    let mut service = env
+        .command(&["run"], &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let idle = env
+        .run(&[
+            "db",
+            "copy",
+            "--from",
+            &db.to_string_lossy(),
+            "--to",
+            &pg.url,
+        ])
+        .await;
+    crate::support::signal(service.id().expect("pid"), "TERM");
+    let _ = service.wait().await;
     let held = licrenew::store::lock(&db).expect("lock");
 
     let busy = env
@@ -165,6 +197,12 @@ async fn db_copy_refuses_while_the_source_is_in_use_and_names_a_bad_url_plainly(
         .await;
     tokio::time::sleep(Duration::from_millis(10)).await;
 
+    assert_eq!(code(&idle), 1, "{}", stderr(&idle));
+    assert!(
+        stderr(&idle).contains("stop the service first"),
+        "{}",
+        stderr(&idle)
+    );
     assert_eq!(code(&busy), 1, "{}", stderr(&busy));
     assert!(
         stderr(&busy).contains("stop the service"),

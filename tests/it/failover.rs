@@ -321,3 +321,30 @@ async fn a_leader_cut_from_the_database_pays_nothing_more_and_the_standby_renews
         old.log()
     );
 }
+
+#[tokio::test]
+async fn a_postgresql_database_serves_one_billing_account() {
+    let Some(env) = pair_env("1s").await else {
+        return;
+    };
+    let mut first = Instance::start(&env, "a");
+    wait_for_leader(&env, &[&first]).await;
+    crate::support::signal(first.pid(), "TERM");
+    let stopped = first.child.wait().await.expect("exit");
+    // The same database, another account.
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(
+        &env.config,
+        text.replace("username = \"reseller\"", "username = \"someone-else\""),
+    )
+    .expect("config");
+    let other = env.run(&["run"]).await;
+
+    assert!(stopped.success(), "{}", first.log());
+    assert_eq!(crate::support::code(&other), 1);
+    assert!(
+        crate::support::stderr(&other).contains("another billing account"),
+        "{}",
+        crate::support::stderr(&other)
+    );
+}
