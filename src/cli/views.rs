@@ -308,6 +308,16 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
             s.file.display()
         );
     }
+    if s.database
+        .postgres_url()
+        .is_some_and(|u| crate::config::redact_url(u) != u)
+        && let Some(mode) = readable_by_others(&s.file).filter(|m| m & 0o004 != 0)
+    {
+        say!(
+            "warning    {} holds the database password (database.url) and is readable by every user (mode {mode:o}): chmod 640 it (group licrenew), or move the password to a PGPASSFILE",
+            s.file.display()
+        );
+    }
     if s.billmgr.password.is_none() {
         problems.push(format!(
             "{}: billmgr.password: no password: set billmgr.password, billmgr.password_file or a systemd credential named \"password\"",

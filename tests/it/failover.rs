@@ -35,10 +35,14 @@ struct Instance {
 
 impl Instance {
     fn start(env: &Env, name: &str) -> Instance {
+        Instance::start_with(env, name, &[])
+    }
+
+    fn start_with(env: &Env, name: &str, vars: &[(&str, &str)]) -> Instance {
         let log = env.path(&format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("log file");
         let child = env
-            .command(&["run"], &[])
+            .command(&["run"], vars)
             .stdout(std::process::Stdio::null())
             .stderr(file)
             .spawn()
@@ -346,5 +350,56 @@ async fn a_postgresql_database_serves_one_billing_account() {
         crate::support::stderr(&other).contains("another billing account"),
         "{}",
         crate::support::stderr(&other)
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn get(port: u16, path: &str) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .expect("answer")
+        .text()
+        .await
+        .expect("body")
+}
+
+#[tokio::test]
+async fn the_leader_gauge_and_the_status_page_say_who_leads() {
+    let Some(env) = pair_env("1s").await else {
+        return;
+    };
+    let ports = [free_port(), free_port()];
+    let listen: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let a = Instance::start_with(&env, "a", &[("LICRENEW__METRICS__LISTEN", &listen[0])]);
+    let b = Instance::start_with(&env, "b", &[("LICRENEW__METRICS__LISTEN", &listen[1])]);
+    let first = wait_for_leader(&env, &[&a, &b]).await;
+    let (lead_port, standby_port) = (ports[first], ports[1 - first]);
+    // The gauge follows the leadership: wait until the leader's says so.
+    wait_until("the leader's gauge", Duration::from_secs(15), async || {
+        get(lead_port, "/metrics")
+            .await
+            .contains("licrenew_leader 1")
+    })
+    .await;
+
+    let standby_metrics = get(standby_port, "/metrics").await;
+    let lead_page = get(lead_port, "/").await;
+    let standby_page = get(standby_port, "/").await;
+
+    assert!(
+        standby_metrics.contains("licrenew_leader 0"),
+        "{standby_metrics}"
+    );
+    assert!(lead_page.contains("this instance leads"), "{lead_page}");
+    assert!(lead_page.contains("(postgres)"), "{lead_page}");
+    assert!(
+        standby_page.contains("this instance stands by;"),
+        "{standby_page}"
     );
 }
