@@ -85,7 +85,11 @@ pub fn redact_url(u: &str) -> String {
             if parsed.password().is_some() {
                 let _ = parsed.set_password(Some("***"));
             }
-            if parsed.query().is_some() {
+            // Rebuilt only when a parameter holds a password (else shown as written).
+            if parsed
+                .query_pairs()
+                .any(|(k, _)| k.to_ascii_lowercase().contains("pass"))
+            {
                 let pairs: Vec<(String, String)> = parsed
                     .query_pairs()
                     .map(|(k, v)| {

@@ -25,20 +25,19 @@ pub static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/p
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database {}: {source}{}", path.display(), os.as_deref().map(|o| format!(" ({o})")).unwrap_or_default())]
+    // The cause is in the message, not a `source` (an error chain would print it twice).
+    #[error("database {}: {cause}{}", path.display(), os.as_deref().map(|o| format!(" ({o})")).unwrap_or_default())]
     Open {
         path: PathBuf,
-        #[source]
-        source: sqlx::Error,
+        cause: sqlx::Error,
         /// What the system says about the file, when SQLite's message does not (a read-only
         /// filesystem, a missing folder, permissions).
         os: Option<String>,
     },
-    #[error("database {}: migrations failed: {source}", path.display())]
+    #[error("database {}: migrations failed: {cause}", path.display())]
     Migrate {
         path: PathBuf,
-        #[source]
-        source: sqlx::migrate::MigrateError,
+        cause: sqlx::migrate::MigrateError,
     },
     #[error("database: {0}")]
     Sql(#[from] sqlx::Error),
@@ -492,7 +491,7 @@ impl Store {
         {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
                 path: path.to_owned(),
-                source: sqlx::Error::Io(e),
+                cause: sqlx::Error::Io(e),
                 os: None,
             })?;
         }
@@ -512,9 +511,9 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts)
             .await
-            .map_err(|source| StoreError::Open {
+            .map_err(|cause| StoreError::Open {
                 path: path.to_owned(),
-                source,
+                cause,
                 os: std::fs::OpenOptions::new()
                     .read(true)
                     .write(true)
@@ -527,9 +526,9 @@ impl Store {
         MIGRATOR
             .run(&pool)
             .await
-            .map_err(|source| StoreError::Migrate {
+            .map_err(|cause| StoreError::Migrate {
                 path: path.to_owned(),
-                source,
+                cause,
             })?;
         Ok(Store {
             pool: Pool::Sqlite(pool),
@@ -799,9 +798,9 @@ impl Store {
     pub async fn open_postgres(url: &str) -> Result<Store, StoreError> {
         use std::str::FromStr;
         let shown = crate::config::redact_url(url);
-        let opened = |source| StoreError::Open {
+        let opened = |cause| StoreError::Open {
             path: PathBuf::from(&shown),
-            source,
+            cause,
             os: None,
         };
         // Every session of this process names it (`licrenew <host> <pid>`) and is dropped by
@@ -823,9 +822,9 @@ impl Store {
         PG_MIGRATOR
             .run(&pool)
             .await
-            .map_err(|source| StoreError::Migrate {
+            .map_err(|cause| StoreError::Migrate {
                 path: PathBuf::from(&shown),
-                source,
+                cause,
             })?;
         Ok(Store {
             pool: Pool::Pg(pool),

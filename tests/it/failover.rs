@@ -403,3 +403,72 @@ async fn the_leader_gauge_and_the_status_page_say_who_leads() {
         "{standby_page}"
     );
 }
+
+/// The server's TLS certificate on this kind of machine (Debian's snakeoil), when the test
+/// server has TLS on.
+async fn server_tls_cert(env: &Env) -> Option<&'static str> {
+    let pg = env.pg.as_ref()?;
+    let mut c = sqlx::PgConnection::connect(&pg.url).await.ok()?;
+    let (on, file): (String, String) =
+        sqlx::query_as("SELECT current_setting('ssl'), current_setting('ssl_cert_file')")
+            .fetch_one(&mut c)
+            .await
+            .ok()?;
+    let _ = c.close().await;
+    let cert = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    if on == "on" && file == cert && std::path::Path::new(cert).exists() {
+        Some(cert)
+    } else {
+        eprintln!("skipped: the test server has no TLS with {cert} (ssl = {on}, {file})");
+        None
+    }
+}
+
+#[tokio::test]
+async fn the_database_connection_can_be_tls_verified_against_a_given_ca() {
+    let Some(env) = pair_env("1s").await else {
+        return;
+    };
+    let Some(cert) = server_tls_cert(&env).await else {
+        return;
+    };
+    let url = env.pg.as_ref().expect("pg").url.clone();
+    let write = |params: &str| {
+        env.write_config(&format!(
+            "[database]\nurl = \"{url}?{params}\"\n[schedule]\ncron = \"0 0 0 1 1 *\"\n"
+        ))
+    };
+    // verify-full checks the host name too: the snakeoil certificate names the machine,
+    // not 127.0.0.1, so it is refused; verify-ca checks the chain only.
+    write(&format!("sslmode=verify-full&sslrootcert={cert}"));
+    let refused = env.run(&["status"]).await;
+    write(&format!("sslmode=verify-ca&sslrootcert={cert}"));
+    let service = Instance::start(&env, "tls");
+    wait_for_leader(&env, &[&service]).await;
+    let mut admin = sqlx::PgConnection::connect(&url).await.expect("admin");
+    let sessions: Vec<bool> = sqlx::query_scalar(
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid
+         WHERE a.application_name = $1",
+    )
+    .bind(format!(
+        "licrenew {} {}",
+        licrenew::overview::hostname(),
+        service.pid()
+    ))
+    .fetch_all(&mut admin)
+    .await
+    .expect("pg_stat_ssl");
+    let _ = admin.close().await;
+
+    assert_eq!(
+        crate::support::code(&refused),
+        1,
+        "{}",
+        crate::support::stderr(&refused)
+    );
+    assert!(!sessions.is_empty(), "the service has sessions");
+    assert!(
+        sessions.iter().all(|s| *s),
+        "every session of the service is encrypted: {sessions:?}"
+    );
+}
