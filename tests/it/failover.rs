@@ -472,3 +472,39 @@ async fn the_database_connection_can_be_tls_verified_against_a_given_ca() {
         "every session of the service is encrypted: {sessions:?}"
     );
 }
+
+#[tokio::test]
+async fn on_postgresql_a_reload_that_changes_the_account_is_refused() {
+    let Some(env) = pair_env("1s").await else {
+        return;
+    };
+    let mut service = Instance::start(&env, "a");
+    wait_for_leader(&env, &[&service]).await;
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(
+        &env.config,
+        text.replace("username = \"reseller\"", "username = \"someone-else\""),
+    )
+    .expect("config");
+    let pid = service.pid().to_string();
+
+    let reload = env.run(&["reload", "--pid", &pid]).await;
+    let still = leader_session(&env).await;
+    crate::support::signal(service.pid(), "TERM");
+    let _ = service.child.wait().await;
+
+    assert_eq!(
+        crate::support::code(&reload),
+        1,
+        "{}",
+        crate::support::stderr(&reload)
+    );
+    assert!(
+        crate::support::stdout(&reload).contains("takes a restart")
+            || crate::support::stderr(&reload).contains("takes a restart"),
+        "{}{}",
+        crate::support::stdout(&reload),
+        crate::support::stderr(&reload)
+    );
+    assert!(still.is_some(), "it still leads with the running config");
+}
