@@ -66,6 +66,22 @@ pub fn describe(application_name: &str) -> String {
     }
 }
 
+/// A new session (see [`connect`]) that tries the session-level advisory lock `key` once:
+/// the session, and its backend pid when it got the lock (the pid is what the intent fence
+/// names).
+pub async fn try_lock(
+    opts: &PgConnectOptions,
+    key: i64,
+) -> Result<(PgConnection, Option<i32>), sqlx::Error> {
+    let mut conn = connect(opts).await?;
+    let (got, pid): (bool, i32) =
+        sqlx::query_as("SELECT pg_try_advisory_lock($1), pg_backend_pid()")
+            .bind(key)
+            .fetch_one(&mut conn)
+            .await?;
+    Ok((conn, got.then_some(pid)))
+}
+
 /// A held leadership: the session that holds the lock.
 pub struct Leadership {
     conn: PgConnection,
@@ -92,13 +108,8 @@ impl Leadership {
         opts: &PgConnectOptions,
         key: i64,
     ) -> Result<Option<Leadership>, sqlx::Error> {
-        let mut conn = connect(opts).await?;
-        let (got, pid): (bool, i32) =
-            sqlx::query_as("SELECT pg_try_advisory_lock($1), pg_backend_pid()")
-                .bind(key)
-                .fetch_one(&mut conn)
-                .await?;
-        if got {
+        let (conn, got) = try_lock(opts, key).await?;
+        if let Some(pid) = got {
             Ok(Some(Leadership { conn, key, pid }))
         } else {
             let _ = conn.close().await;

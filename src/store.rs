@@ -766,13 +766,8 @@ impl Store {
         key: i64,
     ) -> Result<RenewalLock, StoreError> {
         use sqlx::Connection;
-        let mut conn = crate::leader::connect(opts).await?;
-        let (got, pid): (bool, i32) =
-            sqlx::query_as("SELECT pg_try_advisory_lock($1), pg_backend_pid()")
-                .bind(key)
-                .fetch_one(&mut conn)
-                .await?;
-        if got {
+        let (mut conn, got) = crate::leader::try_lock(opts, key).await?;
+        if let Some(pid) = got {
             self.fence.lock().unwrap_or_else(|e| e.into_inner()).renew = Some((pid, key));
             return Ok(RenewalLock {
                 _file: None,

@@ -6,6 +6,11 @@ use crate::ledger::{LITE, place_due};
 use crate::support::{Env, code, stderr, stdout};
 use std::time::Duration;
 
+/// `licrenew db copy --from FROM --to TO`.
+async fn db_copy(env: &Env, from: &str, to: &str) -> std::process::Output {
+    env.run(&["db", "copy", "--from", from, "--to", to]).await
+}
+
 fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_str(&stdout(out)).expect("json")
 }
@@ -59,26 +64,8 @@ async fn a_sqlite_installation_moves_to_postgresql_whole_and_nothing_is_paid_aga
     );
 
     let db = env.path("licrenew.db");
-    let copy = env
-        .run(&[
-            "db",
-            "copy",
-            "--from",
-            &format!("sqlite://{}", db.display()),
-            "--to",
-            &pg.url,
-        ])
-        .await;
-    let again = env
-        .run(&[
-            "db",
-            "copy",
-            "--from",
-            &db.to_string_lossy(),
-            "--to",
-            &pg.url,
-        ])
-        .await;
+    let copy = db_copy(&env, &format!("sqlite://{}", db.display()), &pg.url).await;
+    let again = db_copy(&env, &db.to_string_lossy(), &pg.url).await;
     // The file renews nothing any more (two journals would not exclude each other); what
     // only reads still works.
     let old_file = env.run(&["renew"]).await;
@@ -157,44 +144,15 @@ async fn db_copy_refuses_while_the_source_is_in_use_even_idle_and_names_a_bad_ur
         .spawn()
         .expect("spawn");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let idle = env
-        .run(&[
-            "db",
-            "copy",
-            "--from",
-            &db.to_string_lossy(),
-            "--to",
-            &pg.url,
-        ])
-        .await;
+    let idle = db_copy(&env, &db.to_string_lossy(), &pg.url).await;
     crate::support::signal(service.id().expect("pid"), "TERM");
     let _ = service.wait().await;
     let held = licrenew::store::lock(&db).expect("lock");
 
-    let busy = env
-        .run(&[
-            "db",
-            "copy",
-            "--from",
-            &db.to_string_lossy(),
-            "--to",
-            &pg.url,
-        ])
-        .await;
+    let busy = db_copy(&env, &db.to_string_lossy(), &pg.url).await;
     drop(held);
-    let wrong_way = env
-        .run(&[
-            "db",
-            "copy",
-            "--from",
-            &pg.url,
-            "--to",
-            &db.to_string_lossy(),
-        ])
-        .await;
-    let missing = env
-        .run(&["db", "copy", "--from", "/nonexistent/x.db", "--to", &pg.url])
-        .await;
+    let wrong_way = db_copy(&env, &pg.url, &db.to_string_lossy()).await;
+    let missing = db_copy(&env, "/nonexistent/x.db", &pg.url).await;
     tokio::time::sleep(Duration::from_millis(10)).await;
 
     assert_eq!(code(&idle), 1, "{}", stderr(&idle));
