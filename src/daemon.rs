@@ -1076,9 +1076,14 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
             ctx.settings.billmgr.url, ctx.settings.billmgr.username
         );
         match ctx.store.meta("account").await? {
-            Some((stored, _)) if stored != account => anyhow::bail!(
-                "this database holds the state of another billing account ({stored}); use one database per account (or, if the account moved, delete the meta row 'account' with every instance stopped)"
-            ),
+            Some((stored, _)) if stored != account => {
+                return Err(crate::config::ConfigError::new(
+                    &ctx.settings.file,
+                    Some("billmgr.url"),
+                    crate::overview::account_mismatch(&stored),
+                )
+                .into());
+            }
             Some(_) => {}
             None => ctx.store.set_meta("account", &account, Utc::now()).await?,
         }
@@ -1187,6 +1192,7 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
     // PostgreSQL: a standby asks for the leadership at once and then every `standby_retry`;
     // the leader checks it still holds it every `heartbeat`.
     let mut standby = tokio::time::interval(ctx.settings.standby_retry);
+    let mut said_standby = false;
     standby.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut still = tokio::time::interval(ctx.settings.heartbeat);
     still.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1195,8 +1201,15 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
             _ = stop_rx.changed() => break,
             _ = heartbeat.tick() => crate::systemd::alive(),
             _ = standby.tick(), if lead.shared() && !lead.is_leading() => {
-                if lead.try_lead(&ctx, &stop).await && ctx.settings.schedule.run_at_start {
-                    let _ = tick_tx.try_send(false);
+                if lead.try_lead(&ctx, &stop).await {
+                    said_standby = false;
+                    if ctx.settings.schedule.run_at_start {
+                        let _ = tick_tx.try_send(false);
+                    }
+                } else if !said_standby {
+                    said_standby = true;
+                    let who = lead.holder().await;
+                    tracing::info!(event = "standby", leader = who.as_deref(), "standing by: another instance leads and runs the cycles");
                 }
             }
             _ = still.tick(), if lead.is_leading() && lead.shared() => {
@@ -1498,6 +1511,18 @@ impl Lead {
         self.tx.send_replace(true);
         ctx.alert_wake.notify_one();
         true
+    }
+
+    /// Who leads now (`<host> pid <pid>`), for a standby's log line.
+    async fn holder(&self) -> Option<String> {
+        let opts = self.opts.as_ref()?;
+        let mut conn = crate::leader::connect(opts).await.ok()?;
+        let who = crate::leader::holder(&mut conn, self.key)
+            .await
+            .ok()
+            .flatten();
+        let _ = sqlx::Connection::close(conn).await;
+        who.as_deref().map(crate::leader::describe)
     }
 
     /// The leader's heartbeat: still listed as the lock's holder, within the heartbeat.

@@ -100,6 +100,8 @@ pub struct ServiceView {
     pub others: Vec<String>,
     /// PostgreSQL: whether the process showing this leads (the status page of an instance).
     pub this_leads: Option<bool>,
+    /// SQLite: the database this file was copied to (`db copy`); nothing renews with it.
+    pub moved_to: Option<String>,
     pub alerts_pending: i64,
     pub alerts_failing: i64,
     pub balance: Option<Money>,
@@ -126,6 +128,13 @@ pub struct ServiceRecord {
     pub pid: i64,
     pub host: String,
     pub started_at: DateTime<Utc>,
+}
+
+/// Why an instance refuses a PostgreSQL database that served another billing account.
+pub fn account_mismatch(stored: &str) -> String {
+    format!(
+        "this database holds the state of another billing account ({stored}): use one database per account; if this account's URL or user really changed, stop every instance and delete the row: DELETE FROM meta WHERE key = 'account'"
+    )
 }
 
 /// This machine's name (for the service record and alerts).
@@ -421,6 +430,7 @@ pub async fn build(
         running,
         pid: record.as_ref().filter(|_| running).map(|r| r.pid),
         backend: store.backend(),
+        moved_to: store.meta("moved_to").await?.map(|(v, _)| v),
         leader,
         others,
         this_leads,

@@ -744,7 +744,7 @@ impl Store {
                 Err(StoreError::Busy(why)) if wait => {
                     if !said {
                         eprintln!("licrenew: waiting: {why}");
-                        tracing::info!(event = "lock_wait", reason = %why, "waiting for the running cycle to end");
+                        tracing::info!(event = "lock_wait", reason = %why, "waiting for the running cycle or paid command to end");
                         said = true;
                     }
                     // (PostgreSQL: each try is a new session; once a second is enough.)

@@ -36,7 +36,14 @@ pub(super) async fn run(args: &Args) -> Result<ExitCode, Failure> {
     // An unreachable server at start is not fatal: the generation is detected before
     // the first cycle that reaches it.
     let (s, policies, _) = connect(args, false).await?;
-    crate::daemon::run(s, policies).await?;
+    // A config that does not fit the database (another billing account) exits 78, so
+    // systemd does not restart it in a loop (RestartPreventExitStatus=78).
+    crate::daemon::run(s, policies).await.map_err(|e| {
+        match e.downcast::<crate::config::ConfigError>() {
+            Ok(c) => Failure::from(c),
+            Err(e) => Failure::Other(e),
+        }
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -27,7 +27,7 @@ use std::process::ExitCode;
     about = "Keeps ISPsystem software licenses renewed through the BILLmanager API",
     long_about = "Keeps ISPsystem software licenses (ISPmanager, VDSmanager, BILLmanager, DSmanager, \
 DNSmanager, IPmanager) renewed through the BILLmanager HTTP API, unattended: per-product policy \
-files decide what is renewed, a journal in SQLite makes sure nothing is paid twice, and every \
+files decide what is renewed, a journal (SQLite, or PostgreSQL for a leader and standbys) makes sure nothing is paid twice, and every \
 outcome is logged as one JSON line on stderr. Results go to stdout.",
     after_long_help = "FILES:
   /etc/licrenew/licrenew.toml     config (every key: /usr/share/doc/licrenew/examples/licrenew.example.toml)
@@ -268,7 +268,8 @@ pub enum Command {
 pub enum DbCommand {
     /// Copy licenses, journal, cycles, orders and alerts from a SQLite file into an empty
     /// PostgreSQL database, in one transaction, and verify the counts (stop the service
-    /// first; the source is left as it is)
+    /// first; the file is then marked as moved: nothing pays with it afterwards, read-only
+    /// commands still read it)
     Copy {
         /// The SQLite database: a path or sqlite:///path
         #[arg(long, value_name = "URL")]

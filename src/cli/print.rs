@@ -297,6 +297,9 @@ pub(super) fn print_status(o: &crate::overview::Overview) {
     println!("login      {}", s.login);
     println!("api        {}", s.api);
     println!("database   {} ({})", s.database, s.backend);
+    if let Some(to) = &s.moved_to {
+        println!("moved      to {to} (licrenew db copy): nothing renews with this file");
+    }
     if s.backend == "postgres" {
         println!(
             "leader     {}",
@@ -305,7 +308,7 @@ pub(super) fn print_status(o: &crate::overview::Overview) {
                 .unwrap_or("none: no licrenew run leads on this database")
         );
         if !s.others.is_empty() {
-            println!("standing by / connected: {}", s.others.join(", "));
+            println!("connected  {} (standbys and commands)", s.others.join(", "));
         }
     }
     println!(

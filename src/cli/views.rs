@@ -187,6 +187,23 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
             crate::policy::Policies::default()
         }
     };
+    // Under `auto` with no generation known yet, policies that load for one generation only
+    // would stop the service at its first cycle against the other: said now.
+    if s.billmgr.api.is_none() && !s.api_detected {
+        let load =
+            |api| crate::policy::Policies::load_dir(&s.policies_dir, &s.catalog_all.for_api(api));
+        match (load(config::Api::Billmgr4), load(config::Api::Billmgr5)) {
+            (Ok(_), Err(e)) => say!(
+                "warning    the policies load for BILLmanager 4 only; against BILLmanager 5/6 (api = \"auto\" detects it at the first call; pin billmgr.api if yours is not) they fail: {}",
+                e.to_string().lines().next().unwrap_or_default()
+            ),
+            (Err(e), Ok(_)) => say!(
+                "warning    the policies load for BILLmanager 5/6 only; against BILLmanager 4 (api = \"auto\" detects it at the first call; pin billmgr.api if yours is not) they fail: {}",
+                e.to_string().lines().next().unwrap_or_default()
+            ),
+            _ => {}
+        }
+    }
     say!("config     {}: ok", s.file.display());
     say!("api        {} at {}", s.api_label(), s.billmgr.url);
     say!(
@@ -205,12 +222,32 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
     }
     say!("database   {} ({})", s.database, s.database.backend());
     if let Some(url) = s.database.postgres_url() {
-        // Reachable, and who leads: what an admin setting up a pair wants to see first.
+        // Usable, for this account, and who leads: what an admin setting up a pair wants to
+        // see first.
         match pg_leader(url, s.lock_key("leader")).await {
-            Ok(Some(who)) => say!("leader     {who}"),
-            Ok(None) => say!("leader     none yet (no licrenew run leads on this database)"),
-            Err(e) => problems.push(format!("database {}: not reachable: {e}", s.database)),
+            Ok((who, account)) => {
+                match who {
+                    Some(who) => say!("leader     {who}"),
+                    None => say!("leader     none yet (no licrenew run leads on this database)"),
+                }
+                let mine = format!("{} {}", s.billmgr.url, s.billmgr.username);
+                if let Some(stored) = account.filter(|a| *a != mine) {
+                    problems.push(format!(
+                        "{}: billmgr.url: {}",
+                        s.file.display(),
+                        crate::overview::account_mismatch(&stored)
+                    ));
+                }
+            }
+            Err(e) => problems.push(format!("database {}: cannot use it: {e}", s.database)),
         }
+    } else if let Some(path) = s.database.sqlite_path()
+        && let Some(to) = moved_to(path).await
+    {
+        say!(
+            "warning    {} was copied to {to} (licrenew db copy): nothing renews with this file; point [database] url there",
+            path.display()
+        );
     }
     for old in crate::config::old_database_locations(&s) {
         if old.exists() {
@@ -446,18 +483,39 @@ fn print_check_json(lines: &[String], problems: &[String]) {
     );
 }
 
-/// Who leads on the PostgreSQL database at `url` (`<host> pid <pid>`), asked within 5 s.
-async fn pg_leader(url: &str, key: i64) -> Result<Option<String>, String> {
+/// Where a SQLite database was copied to (`db copy`), read without creating or migrating
+/// anything.
+async fn moved_to(path: &std::path::Path) -> Option<String> {
+    if !path.is_file() {
+        return None;
+    }
+    let store = crate::store::Store::open(path).await.ok()?;
+    let to = store.meta("moved_to").await.ok().flatten().map(|(v, _)| v);
+    store.close().await;
+    to
+}
+
+/// Who leads on the PostgreSQL database at `url` (`<host> pid <pid>`), and the billing
+/// account it serves (if an instance ran on it), asked within 5 s.
+async fn pg_leader(url: &str, key: i64) -> Result<(Option<String>, Option<String>), String> {
     use sqlx::Connection;
     let ask = async {
         let opts = crate::leader::session_options(url)?;
         let mut conn = crate::leader::connect(&opts).await?;
         let who = crate::leader::holder(&mut conn, key).await;
+        // (No schema yet: no account either.)
+        let account: Option<String> = sqlx::query_scalar(
+            "SELECT value FROM meta WHERE key = 'account' AND to_regclass('meta') IS NOT NULL",
+        )
+        .fetch_optional(&mut conn)
+        .await
+        .ok()
+        .flatten();
         let _ = conn.close().await;
-        who
+        who.map(|w| (w, account))
     };
     match tokio::time::timeout(std::time::Duration::from_secs(5), ask).await {
-        Ok(Ok(who)) => Ok(who.as_deref().map(crate::leader::describe)),
+        Ok(Ok((who, account))) => Ok((who.as_deref().map(crate::leader::describe), account)),
         // sqlx's messages name host and port, never the password.
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("no answer within 5 s".into()),
@@ -502,6 +560,15 @@ pub(super) async fn db_copy(from: &str, to: &str) -> Result<ExitCode, Failure> {
         .map_err(anyhow::Error::from)?
         .and_then(|(v, _)| serde_json::from_str::<crate::overview::ServiceRecord>(&v).ok())
         .filter(|r| r.host == crate::overview::hostname() && crate::overview::alive(r.pid));
+    if let Some((to, at)) = source.meta("moved_to").await.map_err(anyhow::Error::from)? {
+        source.close().await;
+        return Err(anyhow::anyhow!(
+            "{} was already copied to {to} on {}: copying it again would make a second journal; use the database it went to",
+            path.display(),
+            at.format("%Y-%m-%d %H:%M UTC")
+        )
+        .into());
+    }
     if let Some(r) = service {
         source.close().await;
         return Err(anyhow::anyhow!(

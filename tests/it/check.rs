@@ -298,3 +298,26 @@ async fn a_huge_alert_before_or_before_neither_panics_nor_empties_the_window() {
         "the license was listed and renewed"
     );
 }
+
+#[tokio::test]
+async fn check_warns_when_the_policies_fit_one_api_generation_only_under_auto() {
+    let env = Env::new().await;
+    env.unpin_api();
+    for f in std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/policies.example.d"
+    ))
+    .expect("examples")
+    .flatten()
+    {
+        std::fs::copy(f.path(), env.path("policies.d").join(f.file_name())).expect("copy");
+    }
+
+    let out = env.run(&["check"]).await;
+
+    assert!(
+        stdout(&out).contains("the policies load for BILLmanager 4 only"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -70,6 +70,14 @@ async fn a_sqlite_installation_moves_to_postgresql_whole_and_nothing_is_paid_aga
     // only reads still works.
     let old_file = env.run(&["renew"]).await;
     let old_history = env.run(&["history"]).await;
+    let old_status = env.run(&["status"]).await;
+    let old_check = env.run(&["check"]).await;
+    let recopy = {
+        let other = licrenew::pgtest::PgTestDatabase::create()
+            .await
+            .expect("a second database");
+        db_copy(&env, &db.to_string_lossy(), &other.url).await
+    };
     // The same config, now on PostgreSQL.
     env.write_config(&format!("[database]\nurl = \"{}\"\n", pg.url));
     let history_pg = json(&env.run(&["history", "--json"]).await);
@@ -86,9 +94,13 @@ async fn a_sqlite_installation_moves_to_postgresql_whole_and_nothing_is_paid_aga
     assert_eq!(
         code(&again),
         1,
-        "a second copy into a filled database is refused"
+        "the moved file is not copied again, not even into the filled database"
     );
-    assert!(stderr(&again).contains("not empty"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("already copied"),
+        "{}",
+        stderr(&again)
+    );
     assert_eq!(code(&old_file), 1, "{}", stderr(&old_file));
     assert!(
         stderr(&old_file).contains("was copied to"),
@@ -96,6 +108,22 @@ async fn a_sqlite_installation_moves_to_postgresql_whole_and_nothing_is_paid_aga
         stderr(&old_file)
     );
     assert_eq!(code(&old_history), 0, "{}", stderr(&old_history));
+    assert!(
+        stdout(&old_status).contains("moved      to postgres://"),
+        "{}",
+        stdout(&old_status)
+    );
+    assert!(
+        stdout(&old_check).contains("was copied to"),
+        "{}",
+        stdout(&old_check)
+    );
+    assert_eq!(code(&recopy), 1, "a moved file is not copied a second time");
+    assert!(
+        stderr(&recopy).contains("already copied"),
+        "{}",
+        stderr(&recopy)
+    );
     assert_eq!(
         micros(&history_pg),
         micros(&history),
@@ -153,7 +181,16 @@ async fn db_copy_refuses_while_the_source_is_in_use_even_idle_and_names_a_bad_ur
     drop(held);
     let wrong_way = db_copy(&env, &pg.url, &db.to_string_lossy()).await;
     let missing = db_copy(&env, "/nonexistent/x.db", &pg.url).await;
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Another installation into a database that already holds one.
+    let copied = db_copy(&env, &db.to_string_lossy(), &pg.url).await;
+    let other = Env::new().await;
+    other.run(&["sync"]).await;
+    let filled = db_copy(
+        &other,
+        &other.path("licrenew.db").to_string_lossy(),
+        &pg.url,
+    )
+    .await;
 
     assert_eq!(code(&idle), 1, "{}", stderr(&idle));
     assert!(
@@ -170,4 +207,7 @@ async fn db_copy_refuses_while_the_source_is_in_use_even_idle_and_names_a_bad_ur
     assert_eq!(code(&wrong_way), 2, "{}", stderr(&wrong_way));
     assert_eq!(code(&missing), 2, "{}", stderr(&missing));
     assert!(stderr(&missing).contains("no such database file"));
+    assert_eq!(code(&copied), 0, "{}", stderr(&copied));
+    assert_eq!(code(&filled), 1, "a filled database is refused");
+    assert!(stderr(&filled).contains("not empty"), "{}", stderr(&filled));
 }

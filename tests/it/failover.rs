@@ -145,6 +145,14 @@ async fn the_standby_takes_over_from_a_leader_killed_during_a_paid_call_and_noth
         async || arrived(&env, env.p.renew_func, 3001),
     )
     .await;
+    wait_until(
+        "the standby saying so",
+        Duration::from_secs(10),
+        async || !standby.events("standby").is_empty(),
+    )
+    .await;
+    let said = standby.events("standby");
+    let leader_pid = leader.pid();
     leader.child.start_kill().expect("SIGKILL");
     let _ = leader.child.wait().await;
     let killed = Instant::now();
@@ -170,6 +178,11 @@ async fn the_standby_takes_over_from_a_leader_killed_during_a_paid_call_and_noth
     tokio::time::sleep(Duration::from_millis(2500)).await;
 
     eprintln!("takeover after the kill: {takeover:?}");
+    assert_eq!(
+        said[0]["leader"],
+        format!("{} pid {}", licrenew::overview::hostname(), leader_pid),
+        "the standby names who leads"
+    );
     assert!(takeover < Duration::from_secs(30), "{takeover:?}");
     assert_eq!(env.sim.paid_calls(3001), 1, "one extension, not two");
     for (elid, expiry, n) in env.sim.renewals_by_expiry() {
@@ -344,8 +357,22 @@ async fn a_postgresql_database_serves_one_billing_account() {
     .expect("config");
     let other = env.run(&["run"]).await;
 
+    let check = env.run(&["check"]).await;
+
     assert!(stopped.success(), "{}", first.log());
-    assert_eq!(crate::support::code(&other), 1);
+    // A config mistake for this database: 78, so systemd does not restart it in a loop.
+    assert_eq!(
+        crate::support::code(&other),
+        78,
+        "{}",
+        crate::support::stderr(&other)
+    );
+    assert_eq!(crate::support::code(&check), 78);
+    assert!(
+        crate::support::stderr(&check).contains("another billing account"),
+        "{}",
+        crate::support::stderr(&check)
+    );
     assert!(
         crate::support::stderr(&other).contains("another billing account"),
         "{}",
