@@ -403,9 +403,15 @@ async fn cycle_body(
         source: "policy",
         stop: Some(stop.clone()),
     };
+    // Licenses whose open renewal is still unknown after this cycle's re-read: reported once
+    // (here), not a second time by the planner, which sees the same open row.
+    let mut still_open = std::collections::HashSet::new();
     if mode == Mode::Renew {
         for row in ctx.store.open_renewals().await? {
             let ev = exec.reconcile(&row).await?;
+            if ev.outcome == Outcome::Unknown {
+                still_open.insert(ev.elid);
+            }
             record(ctx, report, ev, cycle).await?;
         }
     }
@@ -426,6 +432,7 @@ async fn cycle_body(
             (ActionKind::Renew, Mode::DryRun) => Outcome::DryRun,
             (ActionKind::Renew, _) => continue,
             (ActionKind::Skip, _) => Outcome::Skipped,
+            (ActionKind::Unknown, _) if still_open.contains(&a.license.elid) => continue,
             (ActionKind::Unknown, _) => Outcome::Unknown,
         };
         let mut ev = Event::new(&s.catalog, &a.license, a.period, outcome);
@@ -805,8 +812,10 @@ async fn sync(
                     gone += 1;
                     tracing::info!(event = "left_window", elid, licname = %fresh.licname, class = "deleted", "license deleted");
                 } else if fresh.expiry > to {
-                    tracing::info!(event = "left_window", elid, licname = %fresh.licname, class = "renewed elsewhere",
-                        expiry = %fresh.expiry, "license renewed outside licrenew");
+                    // By licrenew (a renewal reconciled from a re-read) or by someone else:
+                    // either way it now expires beyond the window.
+                    tracing::info!(event = "left_window", elid, licname = %fresh.licname, class = "renewed",
+                        expiry = %fresh.expiry, "license renewed: it now expires beyond the window");
                 } else if fresh.expiry >= from {
                     // Still inside the window although the list left it out: plan it anyway, a
                     // license the list forgot must not lapse.

@@ -306,6 +306,14 @@ async fn an_unknown_outcome_is_left_alone_while_settling(api: Api) {
         .collect::<Vec<_>>();
     assert!(ev.iter().all(|e| e["outcome"] == "unknown"), "{ev:?}");
     assert!(ev.iter().any(|e| e["reason"] == "settling"), "{ev:?}");
+    // One license still settling is one unknown outcome in the cycle, not one per phase.
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    let cycle = crate::ledger::events(&second, "cycle");
+    assert_eq!(
+        cycle.last().map(|c| c["unknown"].clone()),
+        Some(1.into()),
+        "{cycle:?}"
+    );
 }
 
 async fn a_bad_policy_file_exits_78_naming_file_and_line_and_changes_nothing(api: Api) {
