@@ -3,7 +3,8 @@
 //! against an in-process simulator and one SQLite file, and restarts it each time until the
 //! cycle is clean. Options: a number of kills (default 200), `--seed S` to replay a run, and
 //! `--settle D` (default 1s) to change `renewal.settle`: `--settle 0s` is the negative control,
-//! judging in-flight renewals failed too early, and must report double renewals.
+//! judging in-flight renewals failed too early, and must report double renewals. `--postgres`
+//! keeps the state in a fresh PostgreSQL database (`LICRENEW_TEST_POSTGRES`) instead.
 //!
 //! Kill points, drawn at random: the failpoints `before-intent`, `after-intent`, `after-call`,
 //! `after-outcome` (an abort, as abrupt as `kill -9`); SIGKILL at a random moment of a cycle;
@@ -72,6 +73,9 @@ struct Args {
     kills: u32,
     seed: u64,
     settle: String,
+    /// The state in a fresh PostgreSQL database (`LICRENEW_TEST_POSTGRES`) instead of a
+    /// SQLite file.
+    postgres: bool,
 }
 
 fn args() -> Args {
@@ -82,6 +86,7 @@ fn args() -> Args {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
     let mut settle = SETTLE.to_owned();
+    let mut postgres = false;
     let mut i = 0;
     while i < argv.len() {
         match argv[i].as_str() {
@@ -91,6 +96,7 @@ fn args() -> Args {
                 }
                 i += 1;
             }
+            "--postgres" => postgres = true,
             "--settle" => {
                 if let Some(s) = argv.get(i + 1) {
                     settle = s.clone();
@@ -109,6 +115,7 @@ fn args() -> Args {
         kills,
         seed,
         settle,
+        postgres,
     }
 }
 
@@ -116,7 +123,7 @@ struct Soak {
     sim: SimHandle,
     dir: tempfile::TempDir,
     config: PathBuf,
-    db: PathBuf,
+    db: licrenew::config::DatabaseSpec,
     rng: Rng,
     next_id: i64,
     /// Every license placed: id → expiry before its round.
@@ -302,7 +309,7 @@ impl Soak {
     /// (double renewals, lost outcomes, integrity) now.
     async fn check(&self) -> (u32, u32, String, Vec<String>) {
         let paid = self.sim.renewals_by_expiry();
-        let store = match Store::open(&self.db).await {
+        let store = match Store::connect(&self.db).await {
             Ok(s) => s,
             Err(e) => return (0, 0, format!("cannot open: {e}"), vec![]),
         };
@@ -387,6 +394,22 @@ async fn soak(args: Args) -> ExitCode {
         Err(e) => panic!("simulator: {e}"),
     };
     let dir = tempfile::tempdir().expect("a temporary folder");
+    // Kept for the whole run (dropped, with its database, at the end).
+    let pg = if args.postgres {
+        match licrenew::pgtest::PgTestDatabase::create().await {
+            Some(pg) => Some(pg),
+            None => {
+                println!("soak: --postgres but no PostgreSQL answers (LICRENEW_TEST_POSTGRES)");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let db = match &pg {
+        Some(pg) => pg.url.clone(),
+        None => "licrenew.db".to_owned(),
+    };
     let config = dir.path().join("licrenew.toml");
     std::fs::create_dir(dir.path().join("policies.d")).expect("policies.d");
     std::fs::write(
@@ -400,13 +423,17 @@ async fn soak(args: Args) -> ExitCode {
         format!(
             "[billmgr]\nurl = \"{}\"\nusername = \"soak\"\npassword_file = \"secret\"\n\
              timeout = \"3s\"\nconnect_timeout = \"1s\"\nread_attempts = 2\n\n\
-             [database]\nurl = \"licrenew.db\"\n\n[renewal]\nsettle = \"{}\"\n\n[log]\nlevel = \"debug\"\n",
+             [database]\nurl = \"{}\"\n\n[renewal]\nsettle = \"{}\"\n\n[log]\nlevel = \"debug\"\n",
             sim.url(),
+            db,
             args.settle
         ),
     )
     .expect("config");
-    let db = dir.path().join("licrenew.db");
+    let db = match &pg {
+        Some(pg) => licrenew::config::DatabaseSpec::Postgres(pg.url.clone()),
+        None => licrenew::config::DatabaseSpec::Sqlite(dir.path().join("licrenew.db")),
+    };
     let mut s = Soak {
         sim,
         dir,
@@ -419,10 +446,11 @@ async fn soak(args: Args) -> ExitCode {
         panics: 0,
     };
     println!(
-        "soak: {} kills, seed {}, settle {}, binary {}",
+        "soak: {} kills, seed {}, settle {}, database {}, binary {}",
         args.kills,
         args.seed,
         args.settle,
+        s.db,
         env!("CARGO_BIN_EXE_licrenew")
     );
 
