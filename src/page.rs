@@ -123,10 +123,11 @@ pub fn render(o: &Overview) -> String {
     card(
         &mut out,
         "service",
-        if s.running {
-            format!("running (pid {})", s.pid.unwrap_or_default())
-        } else {
-            "not running".into()
+        match (&s.leader, s.running) {
+            // PostgreSQL: the service is the leading instance, wherever it runs.
+            (Some(l), _) => format!("running, led by {l}"),
+            (None, true) => format!("running (pid {})", s.pid.unwrap_or_default()),
+            (None, false) => "not running".into(),
         },
         if s.running { "good" } else { "bad" },
     );

@@ -279,8 +279,9 @@ pub(super) fn print_status(o: &crate::overview::Overview) {
     };
     println!(
         "service    {}",
-        match (s.running, s.pid) {
-            (true, Some(pid)) => format!("running (pid {pid}, since {})", at(s.started_at)),
+        match (&s.leader, s.running, s.pid) {
+            (Some(l), _, _) => format!("running, led by {l} (since {})", at(s.started_at)),
+            (None, true, Some(pid)) => format!("running (pid {pid}, since {})", at(s.started_at)),
             _ => "not running".into(),
         }
     );

@@ -429,6 +429,7 @@ async fn the_leader_gauge_and_the_status_page_say_who_leads() {
         standby_page.contains("this instance stands by;"),
         "{standby_page}"
     );
+    assert!(standby_page.contains("running, led by "), "{standby_page}");
 }
 
 /// The server's TLS certificate on this kind of machine (Debian's snakeoil), when the test
