@@ -1075,6 +1075,17 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
     // (PostgreSQL: the leader records itself when it takes over; a standby is not "the
     // service" the status shows.)
     let mut lead = Lead::new(&ctx);
+    if let Some(path) = ctx.settings.database.sqlite_path()
+        && let Some((to, _)) = ctx.store.meta("moved_to").await?
+    {
+        // A config mistake (exit 78, no restart loop): the journal lives elsewhere now.
+        return Err(crate::config::ConfigError::new(
+            &ctx.settings.file,
+            Some("database.url"),
+            format!("{} was copied to {to} (licrenew db copy): nothing renews with this file; point [database] url there", path.display()),
+        )
+        .into());
+    }
     if !lead.shared() {
         record_service(&ctx).await?;
     } else {
@@ -1215,10 +1226,11 @@ pub async fn run(settings: Settings, policies: Policies) -> anyhow::Result<()> {
                     if ctx.settings.schedule.run_at_start {
                         let _ = tick_tx.try_send(false);
                     }
-                } else if !said_standby {
+                } else if !said_standby && let Some(who) = lead.holder().await {
+                    // (Only when another instance does hold it: a database that is away
+                    // has its own warning.)
                     said_standby = true;
-                    let who = lead.holder().await;
-                    tracing::info!(event = "standby", leader = who.as_deref(), "standing by: another instance leads and runs the cycles");
+                    tracing::info!(event = "standby", leader = %who, "standing by: another instance leads and runs the cycles");
                 }
             }
             _ = still.tick(), if lead.is_leading() && lead.shared() => {

@@ -39,8 +39,9 @@ pub enum StoreError {
         path: PathBuf,
         cause: sqlx::migrate::MigrateError,
     },
+    // Not a `source` (an error chain would print the cause twice): the message holds it.
     #[error("database: {0}")]
-    Sql(#[from] sqlx::Error),
+    Sql(sqlx::Error),
     #[error("{0}")]
     Locked(String),
     /// Another process holds the renewal lock (a cycle or a paid command is running).
@@ -50,6 +51,12 @@ pub enum StoreError {
     /// intent is written and nothing is sent.
     #[error("{0}")]
     NotLeader(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        StoreError::Sql(e)
+    }
 }
 
 /// A license row as stored.
@@ -1870,6 +1877,28 @@ impl Drop for RenewalLock {
             }
         }
     }
+}
+
+/// A `meta` value of the SQLite file at `path`, read without creating, migrating or
+/// changing anything (no WAL switch): `None` when the file, the table or the key is missing.
+pub async fn peek_sqlite_meta(path: &Path, key: &str) -> Option<String> {
+    use sqlx::Connection;
+    if !path.is_file() {
+        return None;
+    }
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .create_if_missing(false);
+    let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.ok()?;
+    let value: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+        .bind(key)
+        .fetch_optional(&mut conn)
+        .await
+        .ok()
+        .flatten();
+    let _ = conn.close().await;
+    value
 }
 
 /// Holds the per-database process lock for as long as it lives.

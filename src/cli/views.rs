@@ -242,12 +242,14 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
             Err(e) => problems.push(format!("database {}: cannot use it: {e}", s.database)),
         }
     } else if let Some(path) = s.database.sqlite_path()
-        && let Some(to) = moved_to(path).await
+        && let Some(to) = crate::store::peek_sqlite_meta(path, "moved_to").await
     {
-        say!(
-            "warning    {} was copied to {to} (licrenew db copy): nothing renews with this file; point [database] url there",
+        // The service would refuse it: a config mistake, named now.
+        problems.push(format!(
+            "{}: database.url: {} was copied to {to} (licrenew db copy): nothing renews with this file; point [database] url there",
+            s.file.display(),
             path.display()
-        );
+        ));
     }
     for old in crate::config::old_database_locations(&s) {
         if old.exists() {
@@ -483,18 +485,6 @@ fn print_check_json(lines: &[String], problems: &[String]) {
     );
 }
 
-/// Where a SQLite database was copied to (`db copy`), read without creating or migrating
-/// anything.
-async fn moved_to(path: &std::path::Path) -> Option<String> {
-    if !path.is_file() {
-        return None;
-    }
-    let store = crate::store::Store::open(path).await.ok()?;
-    let to = store.meta("moved_to").await.ok().flatten().map(|(v, _)| v);
-    store.close().await;
-    to
-}
-
 /// Who leads on the PostgreSQL database at `url` (`<host> pid <pid>`), and the billing
 /// account it serves (if an instance ran on it), asked within 5 s.
 async fn pg_leader(url: &str, key: i64) -> Result<(Option<String>, Option<String>), String> {
@@ -586,15 +576,25 @@ pub(super) async fn db_copy(from: &str, to: &str) -> Result<ExitCode, Failure> {
         }
     };
     let copied = source.copy_into(&target).await;
-    if copied.is_ok() {
-        // From now on this file renews nothing (its journal lives in PostgreSQL).
-        let _ = source
+    // From now on this file renews nothing (its journal lives in PostgreSQL); if it cannot be
+    // marked, say so loudly: two journals would not exclude each other.
+    let marked = match &copied {
+        Ok(_) => source
             .set_meta("moved_to", &to.to_string(), chrono::Utc::now())
-            .await;
-    }
+            .await
+            .map_err(|e| e.to_string()),
+        Err(_) => Ok(()),
+    };
     source.close().await;
     target.close().await;
     let copied = copied.map_err(anyhow::Error::from)?;
+    if let Err(e) = marked {
+        return Err(anyhow::anyhow!(
+            "copied to {to}, but {} could not be marked as moved ({e}): do not run licrenew with it any more; set [database] url to the PostgreSQL URL",
+            path.display()
+        )
+        .into());
+    }
     for (table, n) in &copied {
         println!("{table:<11}{n:>9} rows copied, verified");
     }

@@ -72,6 +72,7 @@ async fn a_sqlite_installation_moves_to_postgresql_whole_and_nothing_is_paid_aga
     let old_history = env.run(&["history"]).await;
     let old_status = env.run(&["status"]).await;
     let old_check = env.run(&["check"]).await;
+    let old_service = env.run(&["run"]).await;
     let recopy = {
         let other = licrenew::pgtest::PgTestDatabase::create()
             .await
@@ -113,11 +114,14 @@ async fn a_sqlite_installation_moves_to_postgresql_whole_and_nothing_is_paid_aga
         "{}",
         stdout(&old_status)
     );
+    // A config mistake, named by check, and the service exits 78 (no restart loop).
+    assert_eq!(code(&old_check), 78, "{}", stderr(&old_check));
     assert!(
-        stdout(&old_check).contains("was copied to"),
+        stderr(&old_check).contains("was copied to"),
         "{}",
-        stdout(&old_check)
+        stderr(&old_check)
     );
+    assert_eq!(code(&old_service), 78, "{}", stderr(&old_service));
     assert_eq!(code(&recopy), 1, "a moved file is not copied a second time");
     assert!(
         stderr(&recopy).contains("already copied"),
