@@ -189,7 +189,11 @@ pub(super) async fn check(args: &Args, online: bool) -> Result<ExitCode, Failure
     };
     // Under `auto` with no generation known yet, policies that load for one generation only
     // would stop the service at its first cycle against the other: said now.
-    if s.billmgr.api.is_none() && !s.api_detected {
+    let known_api = match s.database.sqlite_path() {
+        Some(path) => crate::store::peek_sqlite_meta(path, "api").await,
+        None => None,
+    };
+    if s.billmgr.api.is_none() && !s.api_detected && known_api.is_none() {
         let load =
             |api| crate::policy::Policies::load_dir(&s.policies_dir, &s.catalog_all.for_api(api));
         match (load(config::Api::Billmgr4), load(config::Api::Billmgr5)) {
