@@ -2019,7 +2019,9 @@ mod tests {
         use sqlx::Connection;
         let mut admin = sqlx::PgConnection::connect(&pg.url).await.expect("admin");
         let pid = store.fence.lock().expect("fence").renew.expect("held").0;
-        sqlx::query("SELECT pg_terminate_backend($1)")
+        // With a timeout, it returns once the backend has exited (its locks released), not
+        // as soon as it was signalled: the fence reads what the server lists.
+        sqlx::query("SELECT pg_terminate_backend($1, 5000)")
             .bind(pid)
             .execute(&mut admin)
             .await

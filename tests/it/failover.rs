@@ -270,7 +270,7 @@ async fn a_leader_cut_from_the_database_pays_nothing_more_and_the_standby_renews
     let pg = env.pg.as_ref().expect("pg");
     let mut admin = sqlx::PgConnection::connect(&pg.url).await.expect("admin");
     let cut: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
+        "SELECT pg_terminate_backend(a.pid, 5000) FROM pg_stat_activity a
          WHERE a.application_name = $1
            AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted)",
     )
