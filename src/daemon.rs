@@ -905,10 +905,7 @@ impl Ctx {
     /// service leads: the leader delivers the shared outbox (one sender, no duplicates).
     pub async fn deliver_once(&self) -> Result<(), crate::store::StoreError> {
         if let Some(opts) = self.store.pg_options() {
-            use sqlx::Connection;
-            let mut conn = crate::leader::connect(opts).await?;
-            let leader = crate::leader::holder(&mut conn, self.settings.lock_key("leader")).await?;
-            let _ = conn.close().await;
+            let leader = crate::leader::who_leads(opts, self.settings.lock_key("leader")).await?;
             if let Some(who) = leader {
                 tracing::debug!(event = "alert_outbox", leader = %who, "alerts left to the leading service");
                 return Ok(());
@@ -1536,14 +1533,10 @@ impl Lead {
 
     /// Who leads now (`<host> pid <pid>`), for a standby's log line.
     async fn holder(&self) -> Option<String> {
-        let opts = self.opts.as_ref()?;
-        let mut conn = crate::leader::connect(opts).await.ok()?;
-        let who = crate::leader::holder(&mut conn, self.key)
+        crate::leader::who_leads(self.opts.as_ref()?, self.key)
             .await
             .ok()
-            .flatten();
-        let _ = sqlx::Connection::close(conn).await;
-        who.as_deref().map(crate::leader::describe)
+            .flatten()
     }
 
     /// The leader's heartbeat: still listed as the lock's holder, within the heartbeat.

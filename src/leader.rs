@@ -186,6 +186,14 @@ pub async fn holder(conn: &mut PgConnection, key: i64) -> Result<Option<String>,
     .await
 }
 
+/// Who holds `key` now, asked on a session of its own: `<host> pid <pid>`, if anyone.
+pub async fn who_leads(opts: &PgConnectOptions, key: i64) -> Result<Option<String>, sqlx::Error> {
+    let mut conn = connect(opts).await?;
+    let who = holder(&mut conn, key).await;
+    let _ = conn.close().await;
+    Ok(who?.as_deref().map(describe))
+}
+
 /// The licrenew processes connected to the database (`application_name` `licrenew <host>
 /// <pid>`), each with whether it holds `key` (leads).
 pub async fn instances(
