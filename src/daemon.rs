@@ -361,8 +361,9 @@ async fn cycle_body(
 ) -> Result<(), Fatal> {
     let s = &ctx.settings;
     let today = Utc::now().date_naive();
-    let listed: &[License] = match sync(ctx, today, stop).await {
+    let listed: &[License] = match sync(ctx, today, stop, mode != Mode::Sync).await {
         Ok(synced) => {
+            report.counts.listed = synced.listed as u32;
             report.unreadable_rows = synced.unreadable;
             report.lapsed = synced
                 .lapsed
@@ -389,7 +390,6 @@ async fn cycle_body(
             return Ok(());
         }
     };
-    report.counts.listed = listed.len() as u32;
     if mode == Mode::Sync {
         return Ok(());
     }
@@ -727,18 +727,79 @@ impl From<crate::store::StoreError> for SyncError {
     }
 }
 
-/// Lists the window, records it in one transaction, and re-reads licenses that left it.
+/// Rows a sync hands to its writer at a time while the list still downloads, and the most
+/// it writes in one transaction when chunks wait (one commit, one fsync, for all of them).
+const WRITE_CHUNK: usize = 1024;
+const ROWS_PER_TX: usize = 8192;
+
+/// A listing recorded as it streams in: each row compared with the stored one as it arrives,
+/// new and changed rows handed in chunks to a writer that runs beside the download (one short
+/// transaction per chunk, never across a network call), and the licenses kept only for a
+/// cycle that plans. A writer four chunks behind makes the download wait.
+struct Recording {
+    recorder: crate::store::ListingRecorder,
+    kept: Option<Vec<License>>,
+    listed: usize,
+    to_writer: Option<tokio::sync::mpsc::Sender<Vec<crate::store::ListedRow>>>,
+}
+
+impl crate::billmgr::LicenseSink for Recording {
+    fn license(&mut self, license: License) {
+        self.listed += 1;
+        match &mut self.kept {
+            Some(kept) => {
+                self.recorder.add(&license);
+                kept.push(license);
+            }
+            None => self.recorder.add_owned(license),
+        }
+    }
+
+    fn pace(&mut self) -> Option<futures_util::future::LocalBoxFuture<'_, ()>> {
+        if self.recorder.pending() < WRITE_CHUNK {
+            return None;
+        }
+        let rows = self.recorder.take_pending();
+        let to_writer = self.to_writer.clone()?;
+        // A writer that failed has gone: its error ends the sync after the list.
+        Some(Box::pin(async move {
+            let _ = to_writer.send(rows).await;
+        }))
+    }
+}
+
+/// Lists the window, records it as it streams in, and re-reads licenses that left it.
+/// `keep`: keep the listed licenses for planning (a sync-only cycle does not).
 async fn sync(
     ctx: &Ctx,
     today: NaiveDate,
     stop: &watch::Receiver<bool>,
+    keep: bool,
 ) -> Result<Synced, SyncError> {
     let (from, to) = window(&ctx.settings, &ctx.policies, today);
     let stop = Some(stop);
-    let listed = unless_stopped(stop, ctx.client.list(Some((from, to))))
-        .await
-        .ok_or(SyncError::Stopped)?;
-    let mut listing = match listed {
+    let now = Utc::now();
+    let (to_writer, mut rows) = tokio::sync::mpsc::channel::<Vec<crate::store::ListedRow>>(4);
+    let mut rec = Recording {
+        recorder: ctx.store.listing_recorder().await?,
+        kept: keep.then(Vec::new),
+        listed: 0,
+        to_writer: Some(to_writer),
+    };
+    let writer = async move {
+        ctx.store
+            .write_listed_stream(&mut rows, now, ROWS_PER_TX)
+            .await
+    };
+    let lister = async {
+        let listed = unless_stopped(stop, ctx.client.list_into(Some((from, to)), &mut rec)).await;
+        // What is queued is written; then the writer ends.
+        rec.to_writer = None;
+        listed
+    };
+    let (listed, written) = tokio::join!(lister, writer);
+    written?;
+    let mut listing = match listed.ok_or(SyncError::Stopped)? {
         Ok(l) => l,
         Err(e) if e.is_auth() => return Err(SyncError::Fatal(Fatal::Auth(e))),
         Err(e) => return Err(SyncError::Api(e)),
@@ -790,12 +851,23 @@ async fn sync(
             for bad in &r.bad {
                 tracing::warn!(event = "bad_row", row = %bad, "skipped a license row that does not parse");
             }
-            listing.licenses.extend(r.licenses);
+            for l in r.licenses {
+                crate::billmgr::LicenseSink::license(&mut rec, l);
+            }
             listing.bad_rows.extend(r.bad);
         }
     }
-    let now = Utc::now();
-    let stats = ctx.store.record_listing(&listing.licenses, to, now).await?;
+    ctx.store
+        .write_listed(&rec.recorder.take_pending(), now)
+        .await?;
+    let Recording {
+        recorder,
+        kept,
+        listed: listed_count,
+        ..
+    } = rec;
+    let mut kept = kept.unwrap_or_default();
+    let stats = recorder.finish(to);
     let missing = &stats.left;
     let mut gone = 0;
     let mut lapsed = Vec::new();
@@ -824,7 +896,9 @@ async fn sync(
                         elid,
                         "license in the window missing from the list; planned from a re-read"
                     );
-                    listing.licenses.push(fresh);
+                    if keep {
+                        kept.push(fresh);
+                    }
                 } else {
                     // Past the lookback and not renewed: lapsed. Said once, then kept visible.
                     if ctx.store.mark_lapsed(elid, now).await? {
@@ -848,7 +922,7 @@ async fn sync(
         event = "sync",
         from = %from,
         to = %to,
-        listed = listing.licenses.len(),
+        listed = listed_count,
         inserted = stats.inserted,
         updated = stats.updated,
         unchanged = stats.unchanged,
@@ -860,7 +934,8 @@ async fn sync(
         "licenses synced"
     );
     Ok(Synced {
-        licenses: listing.licenses,
+        listed: listed_count,
+        licenses: kept,
         unreadable: listing.bad_rows.len() as u32,
         lapsed,
     })
@@ -868,6 +943,9 @@ async fn sync(
 
 /// What a sync hands to the rest of the cycle.
 struct Synced {
+    /// How many the list showed inside the window.
+    listed: usize,
+    /// Those licenses, when asked to keep them.
     licenses: Vec<License>,
     unreadable: u32,
     /// Licenses found lapsed in this sync (each once).

@@ -213,6 +213,129 @@ struct Known {
     expiry: NaiveDate,
     gone: bool,
     lapsed: bool,
+    /// Listed in this sync.
+    seen: bool,
+}
+
+/// A listed license to write: new (a plain `INSERT`) or changed (an update).
+#[derive(Debug)]
+pub struct ListedRow {
+    pub license: License,
+    pub fresh: bool,
+    hash: i64,
+}
+
+/// Compares a listing with what is stored, row by row as it streams in, and gathers what
+/// must be written: new licenses, and those whose fields (by a hash) changed. Nothing is
+/// written for the rest, and "seen in this sync" is not written per row: the licenses that
+/// left the window come from a set difference in memory ([`ListingRecorder::finish`]).
+/// The caller hands the gathered rows to [`Store::write_listed`] whenever it likes (in
+/// chunks while the list still downloads, say); a license listed twice is written once per
+/// chunk, the last listing winning.
+pub struct ListingRecorder {
+    known: std::collections::HashMap<i64, Known>,
+    pending: Vec<ListedRow>,
+    /// Where each elid of `pending` is.
+    pending_at: std::collections::HashMap<i64, usize>,
+    stats: SyncStats,
+}
+
+impl ListingRecorder {
+    /// Compares one listed license; gathers (a copy of) it when it is new or changed.
+    pub fn add(&mut self, l: &License) {
+        self.add_cow(std::borrow::Cow::Borrowed(l))
+    }
+
+    /// [`ListingRecorder::add`], for a license the caller does not keep.
+    pub fn add_owned(&mut self, l: License) {
+        self.add_cow(std::borrow::Cow::Owned(l))
+    }
+
+    fn add_cow(&mut self, l: std::borrow::Cow<'_, License>) {
+        let hash = fields_hash(&l);
+        if let Some(&i) = self.pending_at.get(&l.elid) {
+            // Listed again before its row was written: the last listing wins.
+            if let Some(k) = self.known.get_mut(&l.elid) {
+                k.hash = Some(hash);
+                k.expiry = l.expiry;
+            }
+            let row = &mut self.pending[i];
+            if row.hash != hash {
+                row.license = l.into_owned();
+                row.hash = hash;
+            }
+            return;
+        }
+        let fresh = match self.known.get_mut(&l.elid) {
+            None => {
+                self.stats.inserted += 1;
+                self.known.insert(
+                    l.elid,
+                    Known {
+                        hash: Some(hash),
+                        expiry: l.expiry,
+                        gone: false,
+                        lapsed: false,
+                        seen: true,
+                    },
+                );
+                true
+            }
+            Some(k) if k.gone || k.hash != Some(hash) => {
+                if !k.seen {
+                    self.stats.updated += 1;
+                }
+                *k = Known {
+                    hash: Some(hash),
+                    expiry: l.expiry,
+                    gone: false,
+                    lapsed: k.lapsed && k.expiry == l.expiry,
+                    seen: true,
+                };
+                false
+            }
+            Some(k) => {
+                if !k.seen {
+                    self.stats.unchanged += 1;
+                    k.seen = true;
+                }
+                return;
+            }
+        };
+        self.pending_at.insert(l.elid, self.pending.len());
+        self.pending.push(ListedRow {
+            license: l.into_owned(),
+            fresh,
+            hash,
+        });
+    }
+
+    /// Rows gathered since the last call.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Takes the rows gathered so far (distinct elids), for [`Store::write_listed`].
+    pub fn take_pending(&mut self) -> Vec<ListedRow> {
+        self.pending_at.clear();
+        std::mem::take(&mut self.pending)
+    }
+
+    /// What the listing did. `to`: the window's last day; licenses known (not gone, not
+    /// lapsed) expiring by then that the listing did not show left the window.
+    pub fn finish(self, to: NaiveDate) -> SyncStats {
+        let mut left: Vec<(NaiveDate, i64)> = self
+            .known
+            .iter()
+            .filter(|(_, k)| !k.seen && !k.gone && !k.lapsed && k.expiry <= to)
+            .map(|(elid, k)| (k.expiry, *elid))
+            .collect();
+        left.sort_unstable();
+        SyncStats {
+            left: left.into_iter().map(|(_, e)| e).collect(),
+            ..self.stats
+        }
+    }
 }
 
 /// A hash of every field a listing shows of `l` (not the sync's own bookkeeping).
@@ -236,13 +359,22 @@ fn fields_hash(l: &License) -> i64 {
 /// The helpers that run on a connection, once per backend: the same text, type-checked for
 /// SQLite (`lite`) and PostgreSQL (`pg`).
 macro_rules! conn_fns {
-    ($m:ident, $conn:ty, $db:ty, $args:ty, $numbered:expr) => {
+    ($m:ident, $conn:ty, $db:ty, $args:ty, $numbered:expr, $stamp:ty, $to_stamp:path, $write_listed:ident) => {
         mod $m {
             #[allow(unused_imports)]
             use super::*;
 
+            /// Writes rows a sync found new or changed, on a connection in a transaction.
+            pub(super) use super::$write_listed as write_listed_on;
+
             /// Whether bulk statements number their parameters (`$n`) or use `?`.
             pub(super) const NUMBERED: bool = $numbered;
+
+            /// A timestamp as bulk statements bind it: made once per statement rather than
+            /// once per row and column.
+            pub(super) fn stamp(now: DateTime<Utc>) -> $stamp {
+                $to_stamp(now)
+            }
 
 pub(super) async fn intent_on(
                 conn: &mut $conn,
@@ -341,7 +473,8 @@ pub(super) async fn intent_on(
                 l: &License,
                 now: DateTime<Utc>,
             ) -> Result<(), StoreError> {
-                bind_license(sqlx::query(sqlx::AssertSqlSafe(upsert_sql(1, NUMBERED))), l, now)
+                let now = stamp(now);
+                bind_license(sqlx::query(sqlx::AssertSqlSafe(upsert_sql(1, NUMBERED))), l, &now, fields_hash(l))
                     .execute(&mut *tx)
                     .await?;
                 Ok(())
@@ -350,7 +483,8 @@ pub(super) async fn intent_on(
             pub(super) fn bind_license<'q>(
                 q: sqlx::query::Query<'q, $db, $args>,
                 l: &'q License,
-                now: DateTime<Utc>,
+                now: &'q $stamp,
+                hash: i64,
             ) -> sqlx::query::Query<'q, $db, $args> {
                 q.bind(l.elid)
                     .bind(&l.licname)
@@ -359,10 +493,7 @@ pub(super) async fn intent_on(
                     .bind(l.period)
                     .bind(l.expiry)
                     .bind(l.status.code() as i64)
-                    .bind(match &l.status {
-                        Status::Unknown(raw) => raw.clone(),
-                        s => s.code().to_string(),
-                    })
+                    .bind(status_raw(&l.status))
                     .bind(now)
                     .bind(now)
                     .bind(l.autoprolong)
@@ -370,7 +501,7 @@ pub(super) async fn intent_on(
                     .bind(&l.special)
                     .bind(l.cost.as_ref().map(|c| c.cents))
                     .bind(l.cost.as_ref().map(|c| c.currency.as_str()))
-                    .bind(fields_hash(l))
+                    .bind(hash)
             }
 
         }
@@ -382,14 +513,165 @@ conn_fns!(
     sqlx::SqliteConnection,
     sqlx::Sqlite,
     sqlx::sqlite::SqliteArguments,
-    false
+    false,
+    String,
+    sqlite_stamp,
+    write_listed_sqlite
 );
+
+/// Appends `more` to `rows`, keeping the elids distinct: a license in both keeps its last
+/// listing, written as new when its first row was (it is not stored yet). `at`: where each
+/// elid of `rows` is, filled on first use.
+fn merge_listed(
+    rows: &mut Vec<ListedRow>,
+    at: &mut std::collections::HashMap<i64, usize>,
+    more: Vec<ListedRow>,
+) {
+    if at.is_empty() {
+        at.extend(rows.iter().enumerate().map(|(i, r)| (r.license.elid, i)));
+    }
+    for row in more {
+        match at.get(&row.license.elid) {
+            Some(&i) => {
+                let fresh = rows[i].fresh;
+                rows[i] = ListedRow { fresh, ..row };
+            }
+            None => {
+                at.insert(row.license.elid, rows.len());
+                rows.push(row);
+            }
+        }
+    }
+}
+
+/// How a status is stored beside its code: the server's text when the code is unknown.
+fn status_raw(s: &Status) -> String {
+    match s {
+        Status::Unknown(raw) => raw.clone(),
+        s => s.code().to_string(),
+    }
+}
+
+/// SQLite: new rows with plain multi-row `INSERT`s, changed ones with upserts.
+async fn write_listed_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    rows: &[ListedRow],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let now = lite::stamp(now);
+    for fresh in [true, false] {
+        let part: Vec<&ListedRow> = rows.iter().filter(|r| r.fresh == fresh).collect();
+        for chunk in part.chunks(ROWS_PER_STATEMENT) {
+            let sql = if fresh {
+                insert_sql(chunk.len(), false)
+            } else {
+                upsert_sql(chunk.len(), false)
+            };
+            // Only the full-size statement is kept prepared: one for every remainder size
+            // would each keep a large program in memory for the connection's life.
+            let mut q =
+                sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == ROWS_PER_STATEMENT);
+            for r in chunk {
+                q = lite::bind_license(q, &r.license, &now, r.hash);
+            }
+            q.execute(&mut *conn).await?;
+        }
+    }
+    Ok(())
+}
+
+/// PostgreSQL: one array per column (`UNNEST`), so a statement has 15 parameters whatever
+/// its row count: the server plans it in no time, where 16,000 placeholders took it longer
+/// to plan than to insert.
+async fn write_listed_pg(
+    conn: &mut sqlx::PgConnection,
+    rows: &[ListedRow],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    for fresh in [true, false] {
+        let part: Vec<&License> = rows
+            .iter()
+            .filter(|r| r.fresh == fresh)
+            .map(|r| &r.license)
+            .collect();
+        if part.is_empty() {
+            continue;
+        }
+        let sql = format!(
+            "INSERT INTO licenses (elid, licname, ip, product, period, expiry, status, status_raw, first_seen, last_seen, gone_since, autoprolong, pricelist_label, special, cost_cents, cost_currency, fields_hash)
+             SELECT elid, licname, ip, product, period, expiry, status, status_raw, $15, $15, NULL, autoprolong, pricelist_label, special, cost_cents, cost_currency, fields_hash
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::date[], $7::bigint[], $8::text[], $9::boolean[], $10::text[], $11::text[], $12::bigint[], $13::text[], $14::bigint[])
+               AS t(elid, licname, ip, product, period, expiry, status, status_raw, autoprolong, pricelist_label, special, cost_cents, cost_currency, fields_hash){}",
+            if fresh { "" } else { UPSERT_TAIL }
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(part.iter().map(|l| l.elid).collect::<Vec<i64>>())
+            .bind(
+                part.iter()
+                    .map(|l| l.licname.as_str())
+                    .collect::<Vec<&str>>(),
+            )
+            .bind(part.iter().map(|l| l.ip.as_str()).collect::<Vec<&str>>())
+            .bind(part.iter().map(|l| l.product).collect::<Vec<i64>>())
+            .bind(part.iter().map(|l| l.period).collect::<Vec<Option<i64>>>())
+            .bind(part.iter().map(|l| l.expiry).collect::<Vec<NaiveDate>>())
+            .bind(
+                part.iter()
+                    .map(|l| l.status.code() as i64)
+                    .collect::<Vec<i64>>(),
+            )
+            .bind(
+                part.iter()
+                    .map(|l| status_raw(&l.status))
+                    .collect::<Vec<String>>(),
+            )
+            .bind(part.iter().map(|l| l.autoprolong).collect::<Vec<bool>>())
+            .bind(
+                part.iter()
+                    .map(|l| l.pricelist_label.as_deref())
+                    .collect::<Vec<Option<&str>>>(),
+            )
+            .bind(
+                part.iter()
+                    .map(|l| l.special.as_deref())
+                    .collect::<Vec<Option<&str>>>(),
+            )
+            .bind(
+                part.iter()
+                    .map(|l| l.cost.as_ref().map(|c| c.cents))
+                    .collect::<Vec<Option<i64>>>(),
+            )
+            .bind(
+                part.iter()
+                    .map(|l| l.cost.as_ref().map(|c| c.currency.as_str()))
+                    .collect::<Vec<Option<&str>>>(),
+            )
+            .bind(
+                rows.iter()
+                    .filter(|r| r.fresh == fresh)
+                    .map(|r| r.hash)
+                    .collect::<Vec<i64>>(),
+            )
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The text sqlx-sqlite stores for a `DateTime<Utc>` (its `Encode`), made once.
+fn sqlite_stamp(now: DateTime<Utc>) -> String {
+    now.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false)
+}
 conn_fns!(
     pg,
     sqlx::PgConnection,
     sqlx::Postgres,
     sqlx::postgres::PgArguments,
-    true
+    true,
+    DateTime<Utc>,
+    std::convert::identity,
+    write_listed_pg
 );
 
 /// Runs `$body` with `$p` the pool and `$m` the helper module of the store's backend.
@@ -508,6 +790,7 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            .pragma("cache_spill", "off")
             .busy_timeout(Duration::from_secs(10));
         // One connection kept for the store's life: no idle or lifetime reaper task, which,
         // for a store dropped unclosed while its runtime shut down, spun a core (soak).
@@ -902,66 +1185,76 @@ impl Store {
 
     // --- licenses -------------------------------------------------------------------------
 
-    /// Records a listing, writing only what changed: new licenses with a plain `INSERT`,
-    /// changed ones (by a hash of their fields) with an update, nothing for the rest; in one
-    /// transaction. "Seen in this sync" is not written per row: the licenses that left the
-    /// window (`to` its last day) come from a set difference in memory.
+    /// Records a whole listing at once (see [`ListingRecorder`] for one that streams in):
+    /// new licenses with a plain `INSERT`, changed ones (by a hash of their fields) with an
+    /// update, nothing for the rest; in one transaction.
     pub async fn record_listing(
         &self,
         listed: &[License],
         to: NaiveDate,
         now: DateTime<Utc>,
     ) -> Result<SyncStats, StoreError> {
+        let mut recorder = self.listing_recorder().await?;
+        for l in listed {
+            recorder.add(l);
+        }
+        self.write_listed(&recorder.take_pending(), now).await?;
+        Ok(recorder.finish(to))
+    }
+
+    /// Starts recording a listing: reads what is stored (elid, hash of the fields, expiry,
+    /// gone/lapsed) once, to compare each listed row with as it arrives.
+    pub async fn listing_recorder(&self) -> Result<ListingRecorder, StoreError> {
+        Ok(ListingRecorder {
+            known: self.known_licenses().await?,
+            pending: Vec::new(),
+            pending_at: std::collections::HashMap::new(),
+            stats: SyncStats::default(),
+        })
+    }
+
+    /// Writes rows a [`ListingRecorder`] found new or changed, in one short transaction (no
+    /// network call inside). The elids of `rows` are distinct.
+    pub async fn write_listed(
+        &self,
+        rows: &[ListedRow],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         on!(self, pool, db => {
-            let known = self.known_licenses().await?;
-            // One row per elid, the last listed winning.
-            let mut last: std::collections::HashMap<i64, usize> =
-                std::collections::HashMap::with_capacity(listed.len());
-            for (i, l) in listed.iter().enumerate() {
-                last.insert(l.elid, i);
-            }
-            let mut fresh = Vec::new();
-            let mut changed = Vec::new();
-            let mut stats = SyncStats::default();
-            for (i, l) in listed.iter().enumerate() {
-                if last.get(&l.elid) != Some(&i) {
-                    continue;
+            let mut tx = pool.begin().await?;
+            db::write_listed_on(&mut tx, rows, now).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Writes the chunks of rows a sync hands over while its list still downloads (each
+    /// chunk's elids distinct), until the sender is dropped. Chunks that are already waiting
+    /// are written together, in one transaction, up to `rows_per_tx` rows: a writer that
+    /// keeps up commits each chunk at once, one that falls behind pays one commit (one
+    /// fsync) and, on PostgreSQL, one statement for many. No network call happens inside a
+    /// transaction here.
+    pub async fn write_listed_stream(
+        &self,
+        chunks: &mut tokio::sync::mpsc::Receiver<Vec<ListedRow>>,
+        now: DateTime<Utc>,
+        rows_per_tx: usize,
+    ) -> Result<(), StoreError> {
+        on!(self, pool, db => {
+            while let Some(mut rows) = chunks.recv().await {
+                let mut at = std::collections::HashMap::new();
+                while rows.len() < rows_per_tx {
+                    let Ok(more) = chunks.try_recv() else { break };
+                    merge_listed(&mut rows, &mut at, more);
                 }
-                let hash = fields_hash(l);
-                match known.get(&l.elid) {
-                    None => fresh.push((l, hash)),
-                    Some(k) if k.gone || k.hash != Some(hash) => changed.push((l, hash)),
-                    Some(_) => stats.unchanged += 1,
-                }
-            }
-            stats.inserted = fresh.len() as u32;
-            stats.updated = changed.len() as u32;
-            if !fresh.is_empty() || !changed.is_empty() {
                 let mut tx = pool.begin().await?;
-                for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_sql(chunk.len(), db::NUMBERED)));
-                    for (l, _) in chunk {
-                        q = db::bind_license(q, l, now);
-                    }
-                    q.execute(&mut *tx).await?;
-                }
-                for chunk in changed.chunks(ROWS_PER_STATEMENT) {
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(upsert_sql(chunk.len(), db::NUMBERED)));
-                    for (l, _) in chunk {
-                        q = db::bind_license(q, l, now);
-                    }
-                    q.execute(&mut *tx).await?;
-                }
+                db::write_listed_on(&mut tx, &rows, now).await?;
                 tx.commit().await?;
             }
-            let mut left: Vec<(NaiveDate, i64)> = known
-                .iter()
-                .filter(|(elid, k)| !k.gone && !k.lapsed && k.expiry <= to && !last.contains_key(elid))
-                .map(|(elid, k)| (k.expiry, *elid))
-                .collect();
-            left.sort_unstable();
-            stats.left = left.into_iter().map(|(_, e)| e).collect();
-            Ok(stats)
+            Ok(())
         })
     }
 
@@ -1009,6 +1302,7 @@ impl Store {
                             expiry,
                             gone: flags & 1 != 0,
                             lapsed: flags & 2 != 0,
+                            seen: false,
                         },
                     );
                     after = after.max(elid);
@@ -2165,6 +2459,102 @@ mod tests {
 
     fn stats(s: &SyncStats) -> (u32, u32, u32) {
         (s.inserted, s.updated, s.unchanged)
+    }
+
+    #[tokio::test]
+    async fn chunks_written_together_keep_one_row_per_license_the_last_listing_winning() {
+        for db in backends().await {
+            let store = &db.store;
+            eprintln!("backend: {}", db.name);
+            let now = Utc::now();
+            let end = d("2030-12-31");
+            store
+                .record_listing(&[lic(5, d("2030-01-01"))], end, now)
+                .await
+                .expect("record");
+            // A sync that lists 5 changed, then (a retried read, a server listing it twice)
+            // changed again, with new licenses around it: its chunks wait for the writer
+            // together, and go out as one transaction (one statement on PostgreSQL).
+            let mut recorder = store.listing_recorder().await.expect("recorder");
+            let mut renamed = lic(5, d("2030-01-01"));
+            renamed.licname = "first".into();
+            recorder.add(&renamed);
+            recorder.add(&lic(6, d("2030-01-02")));
+            let first = recorder.take_pending();
+            renamed.licname = "second".into();
+            recorder.add(&renamed);
+            let mut seven = lic(7, d("2030-01-03"));
+            recorder.add(&seven);
+            let second = recorder.take_pending();
+            seven.licname = "seven again".into();
+            recorder.add(&seven);
+            let third = recorder.take_pending();
+            let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+            for chunk in [first, second, third] {
+                tx.send(chunk).await.expect("queued");
+            }
+            drop(tx);
+            store
+                .write_listed_stream(&mut rx, now, 1000)
+                .await
+                .expect("one transaction for the three chunks");
+            let stats = recorder.finish(end);
+
+            assert_eq!(stats.inserted, 2);
+            assert_eq!(stats.updated, 1, "5 counted once");
+            let name = |elid| async move {
+                store
+                    .license(elid)
+                    .await
+                    .expect("read")
+                    .expect("row")
+                    .licname
+            };
+            assert_eq!(name(5).await, "second");
+            assert_eq!(name(6).await, "l6");
+            assert_eq!(name(7).await, "seven again");
+            store.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sync_stores_its_timestamp_as_sqlx_stores_a_bound_one() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(&dir.path().join("s.db")).await.expect("open");
+        // Sub-second digits, and none: each is written as sqlx's own `Encode` writes it.
+        let stamps = [
+            Utc::now(),
+            DateTime::from_timestamp(1_900_000_000, 0).expect("time"),
+            DateTime::from_timestamp(1_900_000_000, 120_000_000).expect("time"),
+        ];
+        let Pool::Sqlite(pool) = &store.pool else {
+            unreachable!()
+        };
+        for (i, now) in stamps.into_iter().enumerate() {
+            store
+                .record_listing(&[lic(i as i64 + 1, d("2030-01-01"))], d("2030-12-31"), now)
+                .await
+                .expect("record");
+            let bound: String = sqlx::query_scalar("SELECT CAST($1 AS TEXT)")
+                .bind(now)
+                .fetch_one(pool)
+                .await
+                .expect("bound");
+            let stored: String =
+                sqlx::query_scalar("SELECT first_seen FROM licenses WHERE elid = $1")
+                    .bind(i as i64 + 1)
+                    .fetch_one(pool)
+                    .await
+                    .expect("stored");
+            assert_eq!(stored, bound);
+            let back = store
+                .license(i as i64 + 1)
+                .await
+                .expect("read")
+                .expect("row");
+            assert_eq!(back.first_seen, now);
+        }
+        store.close().await;
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ use super::xml::{self, Document, Fields};
 use crate::config::{AuthMode, BillmgrSettings};
 use crate::domain::{License, Money, PendingLicense, Row, RowError, Unresolved};
 use chrono::NaiveDate;
+use futures_util::future::LocalBoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -30,6 +31,96 @@ pub struct Listing {
     pub bad_rows: Vec<RowError>,
     /// The row count the server announced (5/6 `p_elems`), when it did.
     pub total: Option<usize>,
+}
+
+/// Where the licenses of a list go as they are read ([`Client::list_into`]).
+pub trait LicenseSink {
+    fn license(&mut self, license: License);
+    /// Awaited after each batch of rows (see [`Rows::pace`]).
+    fn pace(&mut self) -> Option<LocalBoxFuture<'_, ()>> {
+        None
+    }
+}
+
+impl LicenseSink for Vec<License> {
+    fn license(&mut self, license: License) {
+        self.push(license);
+    }
+}
+
+/// Where the `<elem>` rows of an answer go as they are parsed.
+pub trait Rows {
+    fn row(&mut self, row: Fields);
+    /// A consumer that only wants the rows as licenses says in which dialect: the parser's
+    /// thread then reads them (and frees the raw rows where it made them), and they come to
+    /// [`Rows::license_row`] instead of [`Rows::row`].
+    fn dialect(&self) -> Option<Dialect> {
+        None
+    }
+    fn license_row(&mut self, _row: Option<Row>) {}
+    /// Awaited after each batch of rows: a consumer that writes them somewhere slower than
+    /// they are parsed makes the download wait here instead of letting them pile up.
+    fn pace(&mut self) -> Option<LocalBoxFuture<'_, ()>> {
+        None
+    }
+}
+
+impl<F: FnMut(Fields)> Rows for F {
+    fn row(&mut self, row: Fields) {
+        self(row)
+    }
+}
+
+/// A row as it crosses from the parser's thread.
+enum Parsed {
+    Fields(Fields),
+    License(Option<Row>),
+}
+
+/// The rows of one list page: licenses inside the window to the sink, the rest of the kinds
+/// into the listing, and the elids seen (to catch a server that ignores `p_num`).
+struct PageRows<'a> {
+    dialect: Dialect,
+    window: Option<(NaiveDate, NaiveDate)>,
+    listing: &'a mut Listing,
+    sink: &'a mut dyn LicenseSink,
+    first_elid: Option<i64>,
+    elids: Vec<i64>,
+}
+
+impl Rows for PageRows<'_> {
+    fn row(&mut self, row: Fields) {
+        self.license_row(self.dialect.license(&row));
+    }
+    fn dialect(&self) -> Option<Dialect> {
+        Some(self.dialect)
+    }
+    fn license_row(&mut self, parsed: Option<Row>) {
+        let elid = match &parsed {
+            Some(Row::License(l)) => Some(l.elid),
+            Some(Row::Unresolved(u)) => Some(u.license.elid),
+            Some(Row::Pending(p)) => Some(p.elid),
+            _ => None,
+        };
+        if let Some(e) = elid {
+            self.first_elid.get_or_insert(e);
+            self.elids.push(e);
+        }
+        let inside = |expiry: NaiveDate| {
+            self.window
+                .is_none_or(|(from, to)| expiry >= from && expiry <= to)
+        };
+        match parsed {
+            Some(Row::License(l)) if inside(l.expiry) => self.sink.license(l),
+            Some(Row::Unresolved(u)) if inside(u.license.expiry) => self.listing.unresolved.push(u),
+            Some(Row::Pending(p)) => self.listing.pending.push(p),
+            Some(Row::Bad(e)) => self.listing.bad_rows.push(e),
+            _ => {}
+        }
+    }
+    fn pace(&mut self) -> Option<LocalBoxFuture<'_, ()>> {
+        self.sink.pace()
+    }
 }
 
 /// The account's balance as the billing shows it.
@@ -166,7 +257,10 @@ impl Client {
             return Ok(*d);
         }
         let probe = Dialect::probe();
-        let detected = match self.call_rows(&probe, Kind::Read, &mut |_| {}).await {
+        let detected = match self
+            .call_rows(&probe, Kind::Read, &mut |_: Fields| {})
+            .await
+        {
             Ok(_) => Dialect(crate::config::Api::Billmgr5),
             Err(e) if e.is_auth() => return Err(e),
             // `missed` (the function), or a BILLmanager 4 numeric error without a type.
@@ -200,23 +294,29 @@ impl Client {
     /// filter, so every page is read and filtered here. Without a window, all of them (the
     /// saved filter is cleared first, since the server keeps it per user).
     pub async fn list(&self, window: Option<(NaiveDate, NaiveDate)>) -> Result<Listing, Error> {
+        let mut licenses = Vec::new();
+        let mut listing = self.list_into(window, &mut licenses).await?;
+        listing.licenses = licenses;
+        Ok(listing)
+    }
+
+    /// [`Client::list`], the licenses going to `sink` as they are read rather than into the
+    /// returned listing (whose `licenses` stay empty): a caller that records them as they come
+    /// keeps no copy of a large list, and may slow the download down to its own pace. A read
+    /// retried after a failure hands the rows it had read again.
+    pub async fn list_into(
+        &self,
+        window: Option<(NaiveDate, NaiveDate)>,
+        sink: &mut dyn LicenseSink,
+    ) -> Result<Listing, Error> {
         let dialect = self.generation().await?;
         if !dialect.has_server_filter() {
             self.reset_saved_filter(dialect).await?;
-            let mut listing = self.list_pages(dialect).await?;
-            if let Some((from, to)) = window {
-                listing
-                    .licenses
-                    .retain(|l| l.expiry >= from && l.expiry <= to);
-                listing
-                    .unresolved
-                    .retain(|u| u.license.expiry >= from && u.license.expiry <= to);
-            }
-            return Ok(listing);
+            return self.list_pages(dialect, window, sink).await;
         }
         self.call_ok(&dialect.set_filter(window), Kind::Read)
             .await?;
-        let listing = self.list_pages(dialect).await;
+        let listing = self.list_pages(dialect, None, sink).await;
         if window.is_some()
             && let Err(e) = self.call_ok(&dialect.set_filter(None), Kind::Read).await
         {
@@ -232,7 +332,7 @@ impl Client {
         let Some(form) = dialect.filter_form() else {
             return Ok(());
         };
-        let doc = match self.call_rows(&form, Kind::Read, &mut |_| {}).await {
+        let doc = match self.call_rows(&form, Kind::Read, &mut |_: Fields| {}).await {
             Ok(doc) => doc,
             Err(e) if e.is_auth() => return Err(e),
             Err(e) if e.api().is_some() => {
@@ -277,7 +377,11 @@ impl Client {
             fields.contains(k) && !v.raw().trim().is_empty() && v.raw().trim() != "null"
         });
         if let Err(e) = self
-            .call_rows(&dialect.reset_filter(&fields), Kind::Read, &mut |_| {})
+            .call_rows(
+                &dialect.reset_filter(&fields),
+                Kind::Read,
+                &mut |_: Fields| {},
+            )
             .await
         {
             if e.is_auth() {
@@ -294,8 +398,14 @@ impl Client {
     }
 
     /// Reads the list, page after page where the generation pages it, until `p_elems` rows
-    /// were seen (or a page comes back empty).
-    async fn list_pages(&self, dialect: Dialect) -> Result<Listing, Error> {
+    /// were seen (or a page comes back empty). `window`: keep only the rows expiring inside
+    /// it (where the server does not filter).
+    async fn list_pages(
+        &self,
+        dialect: Dialect,
+        window: Option<(NaiveDate, NaiveDate)>,
+        sink: &mut dyn LicenseSink,
+    ) -> Result<Listing, Error> {
         /// A bound on pages, so a server that ignores `p_num` cannot keep us here.
         const MAX_PAGES: usize = 10_000;
         let mut listing = Listing::default();
@@ -304,30 +414,18 @@ impl Client {
         let mut page = 1;
         loop {
             let call = dialect.list(page);
-            let mut first_elid: Option<i64> = None;
-            let mut elids: Vec<i64> = Vec::new();
-            let doc = self
-                .call_rows(&call, Kind::Read, &mut |row: Fields| {
-                    let parsed = dialect.license(&row);
-                    let elid = match &parsed {
-                        Some(Row::License(l)) => Some(l.elid),
-                        Some(Row::Unresolved(u)) => Some(u.license.elid),
-                        Some(Row::Pending(p)) => Some(p.elid),
-                        _ => None,
-                    };
-                    if let Some(e) = elid {
-                        first_elid.get_or_insert(e);
-                        elids.push(e);
-                    }
-                    match parsed {
-                        Some(Row::License(l)) => listing.licenses.push(l),
-                        Some(Row::Unresolved(u)) => listing.unresolved.push(u),
-                        Some(Row::Pending(p)) => listing.pending.push(p),
-                        Some(Row::Bad(e)) => listing.bad_rows.push(e),
-                        None => {}
-                    }
-                })
-                .await?;
+            let mut rows = PageRows {
+                dialect,
+                window,
+                listing: &mut listing,
+                sink: &mut *sink,
+                first_elid: None,
+                elids: Vec::new(),
+            };
+            let doc = self.call_rows(&call, Kind::Read, &mut rows).await?;
+            let PageRows {
+                first_elid, elids, ..
+            } = rows;
             if doc.rows == 0 && doc.ok.is_some() {
                 return Err(Error::new(
                     call.func,
@@ -589,7 +687,7 @@ impl Client {
         }
         let mut rows = Vec::new();
         match self
-            .call_rows(&dashboard, Kind::Read, &mut |r| rows.push(r))
+            .call_rows(&dashboard, Kind::Read, &mut |r: Fields| rows.push(r))
             .await
         {
             Ok(doc) => Ok(rows
@@ -624,7 +722,7 @@ impl Client {
 
     /// A call whose answer must be `<ok/>`.
     async fn call_ok(&self, call: &Call, kind: Kind) -> Result<Document, Error> {
-        let doc = self.call_rows(call, kind, &mut |_| {}).await?;
+        let doc = self.call_rows(call, kind, &mut |_: Fields| {}).await?;
         if doc.ok.is_none() {
             return Err(Error::new(
                 call.func,
@@ -637,7 +735,7 @@ impl Client {
 
     /// A call whose answer is `<ok/>` and/or data fields.
     async fn call_ok_or_data(&self, call: &Call, kind: Kind) -> Result<Document, Error> {
-        self.call_rows(call, kind, &mut |_| {}).await
+        self.call_rows(call, kind, &mut |_: Fields| {}).await
     }
 
     /// Sends a call (retrying reads), handing rows to `on_row`; API errors become `Err`.
@@ -645,7 +743,7 @@ impl Client {
         &self,
         call: &Call,
         kind: Kind,
-        on_row: &mut dyn FnMut(Fields),
+        on_row: &mut dyn Rows,
     ) -> Result<Document, Error> {
         let attempts = if kind == Kind::Read {
             self.cfg.read_attempts.max(1)
@@ -701,7 +799,7 @@ impl Client {
         &self,
         call: &Call,
         kind: Kind,
-        on_row: &mut dyn FnMut(Fields),
+        on_row: &mut dyn Rows,
     ) -> Result<Document, Error> {
         if self.auth_refused.load(Ordering::SeqCst) {
             return Err(Error::new(
@@ -776,7 +874,13 @@ impl Client {
             ("password", self.password.expose_secret()),
         ];
         let doc = self
-            .post("auth", None, &form, self.cfg.max_answer, &mut |_| {})
+            .post(
+                "auth",
+                None,
+                &form,
+                self.cfg.max_answer,
+                &mut |_: Fields| {},
+            )
             .await?;
         if let Some(raw) = doc.error {
             let err = Error::new(
@@ -817,15 +921,14 @@ impl Client {
         elid: Option<i64>,
         form: &[(&str, &str)],
         cap: u64,
-        on_row: &mut dyn FnMut(Fields),
+        on_row: &mut dyn Rows,
     ) -> Result<Document, Error> {
         let started = Instant::now();
         let redactor = self.redactor.read().map(|r| r.clone()).unwrap_or_default();
-        let mut clean_row = |mut row: Fields| {
-            redact_fields(&redactor, &mut row);
-            on_row(row)
-        };
-        let res = match self.exchange(func, elid, form, cap, &mut clean_row).await {
+        let res = match self
+            .exchange(func, elid, form, cap, &redactor, on_row)
+            .await
+        {
             Ok(mut doc) => {
                 redact_document(&redactor, &mut doc);
                 Ok(doc)
@@ -862,7 +965,8 @@ impl Client {
         elid: Option<i64>,
         form: &[(&str, &str)],
         cap: u64,
-        on_row: &mut dyn FnMut(Fields),
+        redactor: &Redactor,
+        on_row: &mut dyn Rows,
     ) -> Result<Document, Error> {
         let fail = |kind| Error::new(func, elid, kind);
         let started = Instant::now();
@@ -889,7 +993,10 @@ impl Client {
         {
             return Err(fail(ErrorKind::TooLarge(cap)));
         }
-        let (doc, bytes) = self.parse_stream(resp, cap, on_row).await.map_err(fail)?;
+        let (doc, bytes) = self
+            .parse_stream(resp, cap, redactor, on_row)
+            .await
+            .map_err(fail)?;
         let mut doc = doc;
         if doc.error.is_none() && doc.fields.has("authfail") {
             // BILLmanager 4 refuses a login with `<doc><authfail/></doc>` (REG.RU's client
@@ -914,12 +1021,14 @@ impl Client {
     }
 
     /// Feeds the response body to the parser on a blocking thread as it arrives, and the rows
-    /// back here through a small bounded channel. Returns the document and the bytes read.
+    /// back here through a small bounded channel, each redacted there (and read as a license
+    /// there when `on_row` wants licenses). Returns the document and the bytes read.
     async fn parse_stream(
         &self,
         resp: reqwest::Response,
         cap: u64,
-        on_row: &mut dyn FnMut(Fields),
+        redactor: &Redactor,
+        on_row: &mut dyn Rows,
     ) -> Result<(Document, u64), ErrorKind> {
         use futures_util::StreamExt;
         use std::sync::atomic::AtomicU64;
@@ -960,12 +1069,19 @@ impl Client {
             }
         });
         let input = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Fields>>(BATCHES_AHEAD);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Parsed>>(BATCHES_AHEAD);
+        let redactor = redactor.clone();
+        let dialect = on_row.dialect();
         let parser = tokio::task::spawn_blocking(move || {
             let mut batch = Vec::with_capacity(BATCH);
-            let doc =
-                xml::parse_reader(std::io::BufReader::with_capacity(64 * 1024, input), |row| {
-                    batch.push(row);
+            let doc = xml::parse_reader(
+                std::io::BufReader::with_capacity(64 * 1024, input),
+                |mut row| {
+                    redact_fields(&redactor, &mut row);
+                    batch.push(match dialect {
+                        Some(d) => Parsed::License(d.license(&row)),
+                        None => Parsed::Fields(row),
+                    });
                     if batch.len() == BATCH {
                         // The receiver is gone only when the caller gave up on this answer.
                         let _ = tx.blocking_send(std::mem::replace(
@@ -973,7 +1089,8 @@ impl Client {
                             Vec::with_capacity(BATCH),
                         ));
                     }
-                });
+                },
+            );
             if !batch.is_empty() {
                 let _ = tx.blocking_send(batch);
             }
@@ -981,7 +1098,13 @@ impl Client {
         });
         while let Some(rows) = rx.recv().await {
             for row in rows {
-                on_row(row);
+                match row {
+                    Parsed::Fields(f) => on_row.row(f),
+                    Parsed::License(l) => on_row.license_row(l),
+                }
+            }
+            if let Some(wait) = on_row.pace() {
+                wait.await;
             }
         }
         let parsed = parser

@@ -7,5 +7,5 @@ pub mod error;
 pub mod redact;
 pub mod xml;
 
-pub use client::{Client, IpCheck, Listing, Renewed};
+pub use client::{Client, IpCheck, LicenseSink, Listing, Renewed, Rows};
 pub use error::{ApiError, Certainty, Error, ErrorKind};

@@ -667,3 +667,81 @@ async fn a_renewal_answer_without_ok_is_marked_unconfirmed() {
         "only <ok/> confirms; the executor re-reads the license otherwise"
     );
 }
+
+/// A sink that keeps the elids it is handed and counts the rows between two `pace` calls;
+/// each `pace` waits a little, as a database writer that falls behind would.
+#[derive(Default)]
+struct SlowSink {
+    elids: Vec<i64>,
+    since_pace: usize,
+    most_between_paces: usize,
+    paces: usize,
+}
+
+impl licrenew::billmgr::LicenseSink for SlowSink {
+    fn license(&mut self, license: licrenew::domain::License) {
+        self.elids.push(license.elid);
+        self.since_pace += 1;
+    }
+
+    fn pace(&mut self) -> Option<futures_util::future::LocalBoxFuture<'_, ()>> {
+        self.most_between_paces = self.most_between_paces.max(self.since_pace);
+        self.since_pace = 0;
+        self.paces += 1;
+        Some(Box::pin(tokio::time::sleep(Duration::from_millis(2))))
+    }
+}
+
+#[tokio::test]
+async fn a_list_streamed_to_a_slow_sink_gives_the_same_licenses_at_the_sinks_pace() {
+    use licrenew::sim::{SimApi, SimConfig};
+    for (api, setting) in [
+        (SimApi::Billmgr4, licrenew::config::Api::Billmgr4),
+        (SimApi::Billmgr5, licrenew::config::Api::Billmgr5),
+    ] {
+        let sim = licrenew::sim::start(
+            "127.0.0.1:0".parse().expect("addr"),
+            SimConfig {
+                api,
+                licenses: 6000,
+                username: "reseller".into(),
+                password: CANARY.into(),
+                ..SimConfig::default()
+            },
+        )
+        .await
+        .expect("simulator");
+        let mut settings = billmgr(&sim.url(), AuthMode::Authinfo);
+        settings.api = Some(setting);
+        settings.max_body = 64 * 1024 * 1024;
+        let client = Client::new(&settings).expect("client");
+        let today = sim.today();
+        let window = Some((
+            today - chrono::Days::new(30),
+            today + chrono::Days::new(200),
+        ));
+
+        let whole = client.list(window).await.expect("list");
+        let mut sink = SlowSink::default();
+        let streamed = client.list_into(window, &mut sink).await.expect("list");
+
+        let want: Vec<i64> = whole.licenses.iter().map(|l| l.elid).collect();
+        assert!(want.len() > 1000, "{api:?}: {} listed", want.len());
+        assert_eq!(sink.elids, want, "{api:?}: the same licenses, in order");
+        assert!(streamed.licenses.is_empty(), "kept by the sink only");
+        assert_eq!(streamed.bad_rows.len(), whole.bad_rows.len());
+        assert_eq!(streamed.pending.len(), whole.pending.len());
+        // The sink is asked to keep pace after every batch of parsed rows: no more than one
+        // batch (512 rows) reaches it unpaced, so a slow sink holds the download back.
+        assert!(
+            sink.paces * 512 >= want.len(),
+            "{api:?}: {} paces",
+            sink.paces
+        );
+        assert!(
+            sink.most_between_paces <= 512,
+            "{api:?}: {} rows between two paces",
+            sink.most_between_paces
+        );
+    }
+}
