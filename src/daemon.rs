@@ -739,19 +739,26 @@ const ROWS_PER_TX: usize = 8192;
 struct Recording {
     recorder: crate::store::ListingRecorder,
     kept: Option<Vec<License>>,
-    listed: usize,
+    /// The hash of the last kept copy of each license.
+    kept_hashes: std::collections::HashMap<i64, i64>,
     to_writer: Option<tokio::sync::mpsc::Sender<Vec<crate::store::ListedRow>>>,
 }
 
 impl crate::billmgr::LicenseSink for Recording {
     fn license(&mut self, license: License) {
-        self.listed += 1;
         match &mut self.kept {
             Some(kept) => {
-                self.recorder.add(&license);
-                kept.push(license);
+                let hash = self.recorder.add(&license);
+                // Listed again the same (a read retried after a timeout hands its rows
+                // again): kept once. Listed again differently: both kept, and the planner
+                // refuses to choose between them ("duplicate elid").
+                if self.kept_hashes.insert(license.elid, hash) != Some(hash) {
+                    kept.push(license);
+                }
             }
-            None => self.recorder.add_owned(license),
+            None => {
+                self.recorder.add_owned(license);
+            }
         }
     }
 
@@ -759,9 +766,9 @@ impl crate::billmgr::LicenseSink for Recording {
         if self.recorder.pending() < WRITE_CHUNK {
             return None;
         }
-        let rows = self.recorder.take_pending();
         let to_writer = self.to_writer.clone()?;
-        // A writer that failed has gone: its error ends the sync after the list.
+        let rows = self.recorder.take_pending();
+        // A writer that failed has gone; the sync ends on its error (see `sync`).
         Some(Box::pin(async move {
             let _ = to_writer.send(rows).await;
         }))
@@ -783,7 +790,7 @@ async fn sync(
     let mut rec = Recording {
         recorder: ctx.store.listing_recorder().await?,
         kept: keep.then(Vec::new),
-        listed: 0,
+        kept_hashes: std::collections::HashMap::new(),
         to_writer: Some(to_writer),
     };
     let writer = async move {
@@ -791,14 +798,32 @@ async fn sync(
             .write_listed_stream(&mut rows, now, ROWS_PER_TX)
             .await
     };
-    let lister = async {
-        let listed = unless_stopped(stop, ctx.client.list_into(Some((from, to)), &mut rec)).await;
-        // What is queued is written; then the writer ends.
-        rec.to_writer = None;
-        listed
+    let listed = {
+        let lister = std::pin::pin!(async {
+            let listed =
+                unless_stopped(stop, ctx.client.list_into(Some((from, to)), &mut rec)).await;
+            // What is queued is written; then the writer ends.
+            rec.to_writer = None;
+            listed
+        });
+        let mut writer = std::pin::pin!(writer);
+        tokio::select! {
+            biased;
+            listed = lister => {
+                writer.await?;
+                listed
+            }
+            // The writer ends first only when it failed: the list is abandoned.
+            written = &mut writer => {
+                written?;
+                return Err(SyncError::Api(crate::billmgr::Error::new(
+                    "software",
+                    None,
+                    crate::billmgr::ErrorKind::Unexpected("the sync's writer stopped early".into()),
+                )));
+            }
+        }
     };
-    let (listed, written) = tokio::join!(lister, writer);
-    written?;
     let mut listing = match listed.ok_or(SyncError::Stopped)? {
         Ok(l) => l,
         Err(e) if e.is_auth() => return Err(SyncError::Fatal(Fatal::Auth(e))),
@@ -857,17 +882,13 @@ async fn sync(
             listing.bad_rows.extend(r.bad);
         }
     }
-    ctx.store
-        .write_listed(&rec.recorder.take_pending(), now)
-        .await?;
-    let Recording {
-        recorder,
-        kept,
-        listed: listed_count,
-        ..
-    } = rec;
+    for rows in rec.recorder.take_pending().chunks(ROWS_PER_TX) {
+        ctx.store.write_listed(rows, now).await?;
+    }
+    let Recording { recorder, kept, .. } = rec;
     let mut kept = kept.unwrap_or_default();
     let stats = recorder.finish(to);
+    let mut listed_count = (stats.inserted + stats.updated + stats.unchanged) as usize;
     let missing = &stats.left;
     let mut gone = 0;
     let mut lapsed = Vec::new();
@@ -896,6 +917,7 @@ async fn sync(
                         elid,
                         "license in the window missing from the list; planned from a re-read"
                     );
+                    listed_count += 1;
                     if keep {
                         kept.push(fresh);
                     }

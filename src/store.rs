@@ -215,6 +215,8 @@ struct Known {
     lapsed: bool,
     /// Listed in this sync.
     seen: bool,
+    /// Counted as unchanged in this sync (until listed again, changed).
+    unchanged: bool,
 }
 
 /// A listed license to write: new (a plain `INSERT`) or changed (an update).
@@ -242,16 +244,17 @@ pub struct ListingRecorder {
 
 impl ListingRecorder {
     /// Compares one listed license; gathers (a copy of) it when it is new or changed.
-    pub fn add(&mut self, l: &License) {
+    /// Returns the hash of its fields.
+    pub fn add(&mut self, l: &License) -> i64 {
         self.add_cow(std::borrow::Cow::Borrowed(l))
     }
 
     /// [`ListingRecorder::add`], for a license the caller does not keep.
-    pub fn add_owned(&mut self, l: License) {
+    pub fn add_owned(&mut self, l: License) -> i64 {
         self.add_cow(std::borrow::Cow::Owned(l))
     }
 
-    fn add_cow(&mut self, l: std::borrow::Cow<'_, License>) {
+    fn add_cow(&mut self, l: std::borrow::Cow<'_, License>) -> i64 {
         let hash = fields_hash(&l);
         if let Some(&i) = self.pending_at.get(&l.elid) {
             // Listed again before its row was written: the last listing wins.
@@ -264,7 +267,7 @@ impl ListingRecorder {
                 row.license = l.into_owned();
                 row.hash = hash;
             }
-            return;
+            return hash;
         }
         let fresh = match self.known.get_mut(&l.elid) {
             None => {
@@ -277,12 +280,17 @@ impl ListingRecorder {
                         gone: false,
                         lapsed: false,
                         seen: true,
+                        unchanged: false,
                     },
                 );
                 true
             }
             Some(k) if k.gone || k.hash != Some(hash) => {
                 if !k.seen {
+                    self.stats.updated += 1;
+                } else if k.unchanged {
+                    // Listed unchanged, then (a second listing) changed: one update.
+                    self.stats.unchanged -= 1;
                     self.stats.updated += 1;
                 }
                 *k = Known {
@@ -291,6 +299,7 @@ impl ListingRecorder {
                     gone: false,
                     lapsed: k.lapsed && k.expiry == l.expiry,
                     seen: true,
+                    unchanged: false,
                 };
                 false
             }
@@ -298,8 +307,9 @@ impl ListingRecorder {
                 if !k.seen {
                     self.stats.unchanged += 1;
                     k.seen = true;
+                    k.unchanged = true;
                 }
-                return;
+                return hash;
             }
         };
         self.pending_at.insert(l.elid, self.pending.len());
@@ -308,6 +318,7 @@ impl ListingRecorder {
             fresh,
             hash,
         });
+        hash
     }
 
     /// Rows gathered since the last call.
@@ -1303,6 +1314,7 @@ impl Store {
                             gone: flags & 1 != 0,
                             lapsed: flags & 2 != 0,
                             seen: false,
+                            unchanged: false,
                         },
                     );
                     after = after.max(elid);
@@ -2515,6 +2527,30 @@ mod tests {
             assert_eq!(name(7).await, "seven again");
             store.close().await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_license_listed_unchanged_then_changed_counts_as_one_update() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(&dir.path().join("s.db")).await.expect("open");
+        let now = Utc::now();
+        let end = d("2030-12-31");
+        store
+            .record_listing(&[lic(1, d("2030-01-01"))], end, now)
+            .await
+            .expect("record");
+        let mut changed = lic(1, d("2030-01-01"));
+        changed.licname = "renamed".into();
+
+        let again = store
+            .record_listing(&[lic(1, d("2030-01-01")), changed], end, now)
+            .await
+            .expect("record");
+
+        assert_eq!(stats(&again), (0, 1, 0));
+        let back = store.license(1).await.expect("read").expect("row");
+        assert_eq!(back.licname, "renamed", "the last listing wins");
+        store.close().await;
     }
 
     #[tokio::test]

@@ -284,6 +284,42 @@ async fn garbled_answers_to_the_list_fail_the_cycle_with_their_class_and_pay_not
     }
 }
 
+async fn a_list_truncated_once_is_read_again_and_each_license_is_renewed_once(api: Api) {
+    let env = account(api).await;
+    let due = place_due(&env, 3001, 6);
+    // The first read breaks off halfway: the rows before the break reach the sync (it
+    // records them as they stream in), and the retried read hands them again.
+    env.sim.add_fault(fault(
+        &env.func("software"),
+        None,
+        FaultKind::Truncated,
+        Some(1),
+    ));
+
+    let out = env.run_env(&["renew"], FAST).await;
+
+    assert_no_panic(&out);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let lists = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.func == env.func("software"))
+        .count();
+    assert_eq!(lists, 2, "read again once");
+    for (elid, _) in &due {
+        let ev = renewal_event(&out, *elid);
+        assert_eq!(
+            ev["outcome"], "ok",
+            "listed twice the same, renewed once: {ev}"
+        );
+        assert_eq!(env.sim.paid_calls(*elid), 1);
+    }
+    let cycle = events(&out, "cycle").pop().expect("cycle");
+    assert_eq!(cycle["listed"], 6, "{cycle}");
+    assert_invariants(&env, &due).await;
+}
+
 async fn a_slow_drip_list_that_ends_within_the_timeout_is_read_whole(api: Api) {
     let env = account(api).await;
     let due = place_due(&env, 3001, 2);
@@ -615,6 +651,7 @@ all_backends!(a_re_read_that_times_out_is_retried_once_and_the_renewal_goes_thro
 all_backends!(a_re_read_that_always_times_out_is_an_error_before_any_intent_or_payment);
 all_backends!(a_5xx_on_the_list_is_retried_and_a_persistent_one_fails_the_cycle);
 all_backends!(garbled_answers_to_the_list_fail_the_cycle_with_their_class_and_pay_nothing);
+all_backends!(a_list_truncated_once_is_read_again_and_each_license_is_renewed_once);
 all_backends!(a_slow_drip_list_that_ends_within_the_timeout_is_read_whole);
 all_backends!(a_huge_list_answer_is_refused_at_the_size_cap_with_a_clear_error_and_bounded_memory);
 all_backends!(bad_credentials_fail_the_cycle_after_one_login_attempt);
