@@ -728,14 +728,16 @@ impl From<crate::store::StoreError> for SyncError {
 }
 
 /// Rows a sync hands to its writer at a time while the list still downloads, and the most
-/// it writes in one transaction when chunks wait (one commit, one fsync, for all of them).
+/// it writes in one transaction (one commit, one fsync, for many chunks).
 const WRITE_CHUNK: usize = 1024;
-const ROWS_PER_TX: usize = 8192;
+const ROWS_PER_TX: usize = 16_384;
+/// The longest a sync keeps a write transaction open waiting for the list's next rows.
+const TX_OPEN_FOR: Duration = Duration::from_millis(200);
 
 /// A listing recorded as it streams in: each row compared with the stored one as it arrives,
-/// new and changed rows handed in chunks to a writer that runs beside the download (one short
-/// transaction per chunk, never across a network call), and the licenses kept only for a
-/// cycle that plans. A writer four chunks behind makes the download wait.
+/// new and changed rows handed in chunks to a writer that runs beside the download (short
+/// transactions, never across a paid call), and the licenses kept only for a cycle that
+/// plans. A writer four chunks behind makes the download wait.
 struct Recording {
     recorder: crate::store::ListingRecorder,
     kept: Option<Vec<License>>,
@@ -795,7 +797,7 @@ async fn sync(
     };
     let writer = async move {
         ctx.store
-            .write_listed_stream(&mut rows, now, ROWS_PER_TX)
+            .write_listed_stream(&mut rows, now, ROWS_PER_TX, TX_OPEN_FOR)
             .await
     };
     let listed = {

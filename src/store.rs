@@ -1243,27 +1243,44 @@ impl Store {
     }
 
     /// Writes the chunks of rows a sync hands over while its list still downloads (each
-    /// chunk's elids distinct), until the sender is dropped. Chunks that are already waiting
-    /// are written together, in one transaction, up to `rows_per_tx` rows: a writer that
-    /// keeps up commits each chunk at once, one that falls behind pays one commit (one
-    /// fsync) and, on PostgreSQL, one statement for many. No network call happens inside a
-    /// transaction here.
+    /// chunk's elids distinct), until the sender is dropped. A transaction takes up to
+    /// `rows_per_tx` rows and stays open at most `open_for`: one commit (one fsync) for many
+    /// chunks, and the connection free again soon for the status page and alert delivery.
+    /// Chunks that are already waiting are written together (one statement on PostgreSQL).
+    /// The transaction waits for the list's next rows, never for a paid call.
     pub async fn write_listed_stream(
         &self,
         chunks: &mut tokio::sync::mpsc::Receiver<Vec<ListedRow>>,
         now: DateTime<Utc>,
         rows_per_tx: usize,
+        open_for: Duration,
     ) -> Result<(), StoreError> {
         on!(self, pool, db => {
-            while let Some(mut rows) = chunks.recv().await {
-                let mut at = std::collections::HashMap::new();
-                while rows.len() < rows_per_tx {
-                    let Ok(more) = chunks.try_recv() else { break };
-                    merge_listed(&mut rows, &mut at, more);
-                }
+            let mut next = chunks.recv().await;
+            while let Some(mut rows) = next.take() {
                 let mut tx = pool.begin().await?;
-                db::write_listed_on(&mut tx, &rows, now).await?;
+                let until = tokio::time::Instant::now() + open_for;
+                let mut written = 0;
+                loop {
+                    let mut at = std::collections::HashMap::new();
+                    while written + rows.len() < rows_per_tx {
+                        let Ok(more) = chunks.try_recv() else { break };
+                        merge_listed(&mut rows, &mut at, more);
+                    }
+                    db::write_listed_on(&mut tx, &rows, now).await?;
+                    written += rows.len();
+                    if written >= rows_per_tx {
+                        break;
+                    }
+                    // `recv` is cancel-safe: a chunk that arrives as time runs out waits for
+                    // the next transaction.
+                    match tokio::time::timeout_at(until, chunks.recv()).await {
+                        Ok(Some(more)) => rows = more,
+                        Ok(None) | Err(_) => break,
+                    }
+                }
                 tx.commit().await?;
+                next = chunks.recv().await;
             }
             Ok(())
         })
@@ -2507,7 +2524,7 @@ mod tests {
             }
             drop(tx);
             store
-                .write_listed_stream(&mut rx, now, 1000)
+                .write_listed_stream(&mut rx, now, 1000, Duration::from_secs(1))
                 .await
                 .expect("one transaction for the three chunks");
             let stats = recorder.finish(end);
@@ -2527,6 +2544,48 @@ mod tests {
             assert_eq!(name(7).await, "seven again");
             store.close().await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_sync_writer_waiting_for_the_list_commits_what_it_has_after_open_for() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path).await.expect("open");
+        let mut recorder = store.listing_recorder().await.expect("recorder");
+        recorder.add(&lic(1, d("2030-01-01")));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        tx.send(recorder.take_pending()).await.expect("queued");
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write_listed_stream(&mut rx, Utc::now(), 1000, Duration::from_millis(100))
+                    .await
+            })
+        };
+        // The list is slow: its next rows do not come. What was written is committed anyway,
+        // and another reader sees it while the sync still runs.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let mut reader = sqlx::ConnectOptions::connect(
+            &sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&path)
+                .read_only(true),
+        )
+        .await
+        .expect("reader");
+        let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM licenses")
+            .fetch_one(&mut reader)
+            .await
+            .expect("count");
+        recorder.add(&lic(2, d("2030-01-02")));
+        tx.send(recorder.take_pending()).await.expect("queued");
+        drop(tx);
+        writer.await.expect("task").expect("written");
+        drop(reader);
+
+        assert_eq!(seen, 1, "committed while the writer waited");
+        assert_eq!(store.licenses().await.expect("all").len(), 2);
+        store.close().await;
     }
 
     #[tokio::test]
