@@ -1269,7 +1269,9 @@ impl Store {
                     }
                     db::write_listed_on(&mut tx, &rows, now).await?;
                     written += rows.len();
-                    if written >= rows_per_tx {
+                    // A chunk already waiting would still come out of `timeout_at` after the
+                    // deadline (it polls before it checks): look at the clock first.
+                    if written >= rows_per_tx || tokio::time::Instant::now() >= until {
                         break;
                     }
                     // `recv` is cancel-safe: a chunk that arrives as time runs out waits for

@@ -25,6 +25,15 @@ async fn account(api: Api) -> Env {
     env
 }
 
+/// How many list calls the simulator answered.
+fn list_reads(env: &Env) -> usize {
+    env.sim
+        .requests()
+        .iter()
+        .filter(|r| r.func == env.func("software"))
+        .count()
+}
+
 fn fault(func: &str, elid: Option<i64>, kind: FaultKind, times: Option<u32>) -> Fault {
     Fault {
         func: Some(func.into()),
@@ -151,12 +160,7 @@ async fn a_list_that_times_out_on_every_attempt_fails_the_cycle_after_read_attem
             .is_some_and(|e| e.contains("no answer within 1s")),
         "{cycle}"
     );
-    let lists = env
-        .sim
-        .requests()
-        .iter()
-        .filter(|r| r.func == env.func("software"))
-        .count();
+    let lists = list_reads(&env);
     assert_eq!(lists, 2, "read_attempts = 2, then give up");
     assert_eq!(env.sim.paid_calls_total(), 0);
     assert!(journal(&env).await.is_empty());
@@ -300,12 +304,7 @@ async fn a_list_truncated_once_is_read_again_and_each_license_is_renewed_once(ap
 
     assert_no_panic(&out);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let lists = env
-        .sim
-        .requests()
-        .iter()
-        .filter(|r| r.func == env.func("software"))
-        .count();
+    let lists = list_reads(&env);
     assert_eq!(lists, 2, "read again once");
     for (elid, _) in &due {
         let ev = renewal_event(&out, *elid);
