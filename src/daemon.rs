@@ -801,7 +801,7 @@ async fn sync(
             .await
     };
     let listed = {
-        let lister = std::pin::pin!(async {
+        let mut lister = std::pin::pin!(async {
             let listed =
                 unless_stopped(stop, ctx.client.list_into(Some((from, to)), &mut rec)).await;
             // What is queued is written; then the writer ends.
@@ -811,18 +811,15 @@ async fn sync(
         let mut writer = std::pin::pin!(writer);
         tokio::select! {
             biased;
-            listed = lister => {
+            listed = &mut lister => {
                 writer.await?;
                 listed
             }
-            // The writer ends first only when it failed: the list is abandoned.
+            // The writer ends first only when it failed: `?` abandons the list. (It cannot
+            // end well while the list still holds its sender.)
             written = &mut writer => {
                 written?;
-                return Err(SyncError::Api(crate::billmgr::Error::new(
-                    "software",
-                    None,
-                    crate::billmgr::ErrorKind::Unexpected("the sync's writer stopped early".into()),
-                )));
+                lister.await
             }
         }
     };

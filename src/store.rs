@@ -1196,10 +1196,10 @@ impl Store {
 
     // --- licenses -------------------------------------------------------------------------
 
-    /// Records a whole listing at once (see [`ListingRecorder`] for one that streams in):
-    /// new licenses with a plain `INSERT`, changed ones (by a hash of their fields) with an
-    /// update, nothing for the rest; in one transaction.
-    pub async fn record_listing(
+    /// Records a whole listing at once, in one transaction (a sync streams it in through
+    /// [`ListingRecorder`] instead).
+    #[cfg(test)]
+    pub(crate) async fn record_listing(
         &self,
         listed: &[License],
         to: NaiveDate,
@@ -2278,6 +2278,14 @@ pub fn lock(db: &Path) -> Result<ProcessLock, StoreError> {
 mod tests {
     use super::*;
 
+    /// A store on a fresh SQLite file; the folder lives as long as the first value.
+    async fn sqlite_store() -> (tempfile::TempDir, PathBuf, Store) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path).await.expect("open");
+        (dir, path, store)
+    }
+
     fn lic(elid: i64, expiry: NaiveDate) -> License {
         License {
             elid,
@@ -2550,9 +2558,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sync_writer_waiting_for_the_list_commits_what_it_has_after_open_for() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("s.db");
-        let store = Store::open(&path).await.expect("open");
+        let (_dir, path, store) = sqlite_store().await;
         let mut recorder = store.listing_recorder().await.expect("recorder");
         recorder.add(&lic(1, d("2030-01-01")));
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
@@ -2592,8 +2598,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_license_listed_unchanged_then_changed_counts_as_one_update() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let store = Store::open(&dir.path().join("s.db")).await.expect("open");
+        let (_dir, _, store) = sqlite_store().await;
         let now = Utc::now();
         let end = d("2030-12-31");
         store
@@ -2616,8 +2621,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sync_stores_its_timestamp_as_sqlx_stores_a_bound_one() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let store = Store::open(&dir.path().join("s.db")).await.expect("open");
+        let (_dir, _, store) = sqlite_store().await;
         // Sub-second digits, and none: each is written as sqlx's own `Encode` writes it.
         let stamps = [
             Utc::now(),
@@ -2656,9 +2660,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_listing_inserts_then_writes_only_changes_and_gone_licenses_come_back() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("s.db");
-        let store = Store::open(&path).await.expect("open");
+        let (_dir, path, store) = sqlite_store().await;
         let now = Utc::now();
         let end = d("2030-12-31");
 
